@@ -1,0 +1,1 @@
+"""Run long jobs on Celery workers, with every task tracked as a database row."""

@@ -1,0 +1,64 @@
+"""Settings of long_time_task, read lazily so that ``override_settings`` works.
+
+Every name is read from Django settings with the ``LONG_TIME_TASK_`` prefix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Where file_processing may read inputs; paths outside it are refused.
+    "FILES_DIR": None,  # default: <BASE_DIR>/var/files
+    # Where handlers write result files (file_processing outputs, reports).
+    "RESULTS_DIR": None,  # default: <BASE_DIR>/var/results
+    # Largest page_size the list endpoint accepts (larger values are clamped).
+    "MAX_PAGE_SIZE": 100,
+    "DEFAULT_PAGE_SIZE": 20,
+    # Deepest nesting of params accepted at submit.
+    "MAX_PARAMS_DEPTH": 32,
+    # Seconds a broker publish may take before the submit gives up on it (the row stays PENDING).
+    "PUBLISH_TIMEOUT": 2.0,
+}
+
+
+class Conf:
+    def _get(self, name: str) -> Any:
+        return getattr(settings, f"LONG_TIME_TASK_{name}", DEFAULTS[name])
+
+    def _dir(self, name: str, fallback: str) -> Path:
+        value = self._get(name)
+        if value is None:
+            base = Path(getattr(settings, "BASE_DIR", Path.cwd()))
+            return base / "var" / fallback
+        return Path(value)
+
+    @property
+    def FILES_DIR(self) -> Path:  # noqa: N802 - settings-style names
+        return self._dir("FILES_DIR", "files")
+
+    @property
+    def RESULTS_DIR(self) -> Path:  # noqa: N802
+        return self._dir("RESULTS_DIR", "results")
+
+    @property
+    def MAX_PAGE_SIZE(self) -> int:  # noqa: N802
+        return int(self._get("MAX_PAGE_SIZE"))
+
+    @property
+    def DEFAULT_PAGE_SIZE(self) -> int:  # noqa: N802
+        return int(self._get("DEFAULT_PAGE_SIZE"))
+
+    @property
+    def MAX_PARAMS_DEPTH(self) -> int:  # noqa: N802
+        return int(self._get("MAX_PARAMS_DEPTH"))
+
+    @property
+    def PUBLISH_TIMEOUT(self) -> float:  # noqa: N802
+        return float(self._get("PUBLISH_TIMEOUT"))
+
+
+conf = Conf()

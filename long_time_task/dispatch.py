@@ -1,0 +1,68 @@
+"""Publishing a task row to the broker: the only place that calls ``apply_async``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from celery import current_app
+
+from .conf import conf
+from .registry import LongTimeTaskRegister
+
+if TYPE_CHECKING:
+    from .models import LongTimeTask
+
+logger = logging.getLogger(__name__)
+
+
+def broker_priority(priority: int, broker_url: str | None = None) -> int | None:
+    """Map the registry's priority (1..10, 10 highest) onto what the broker understands.
+
+    Redis orders 0 first, so 10 becomes 0 and 1 becomes 9. RabbitMQ orders the highest number first
+    (queues are declared with ``x-max-priority=10``). Other transports have no priorities.
+    """
+    url = broker_url if broker_url is not None else str(current_app.conf.broker_url or "")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in {"redis", "rediss", "redis+socket", "sentinel"}:
+        return 10 - priority
+    if scheme in {"amqp", "amqps", "pyamqp"}:
+        return priority
+    return None
+
+
+def publish(task: LongTimeTask, *, attempt: int, countdown: float | None = None) -> bool:
+    """Send one message for attempt ``attempt`` of ``task``. Returns False if the broker refused it.
+
+    A failed publish never raises into the caller: the row is already committed and stays in its waiting
+    state, where it can be published again; the failure is logged.
+    """
+    from .celery_tasks import execute_long_time_task
+
+    config = LongTimeTaskRegister.get_task(task.task_type)
+    if config is None:
+        logger.error("Not publishing task %s: task type %r is not registered", task.id, task.task_type)
+        return False
+    budget = conf.PUBLISH_TIMEOUT
+    try:
+        execute_long_time_task.apply_async(
+            args=[task.id, attempt],
+            task_id=task.celery_task_id,
+            queue=task.queue or config.queue,
+            priority=broker_priority(task.priority),
+            time_limit=config.timeout,
+            soft_time_limit=config.soft_timeout,
+            countdown=countdown,
+            retry=True,
+            retry_policy={
+                "max_retries": 2,
+                "interval_start": 0,
+                "interval_step": budget / 4,
+                "interval_max": budget / 4,
+            },
+        )
+    except Exception:
+        # Broker down or unreachable: never turn a committed submit into an error.
+        logger.exception("Could not publish task %s (attempt %s); it stays waiting", task.id, attempt)
+        return False
+    return True

@@ -1,0 +1,70 @@
+"""Errors as values with codes: every API error is ``{"success": false, "error": "...", "code": "..."}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest, JsonResponse
+from django.utils.translation import gettext as _
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """An error with an explicit status and code, raised by views and turned into the JSON error shape."""
+
+    def __init__(self, message: str, *, code: str, status_code: int = status.HTTP_400_BAD_REQUEST) -> None:
+        super().__init__(detail=message, code=code)
+        self.status_code = status_code
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    """Turn DRF's nested error details into readable "field: message" lines."""
+    if isinstance(detail, dict):
+        lines: list[str] = []
+        for key, value in detail.items():
+            name = "" if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
+            lines.extend(_flatten(value, name))
+        return lines
+    if isinstance(detail, list):
+        return [line for item in detail for line in _flatten(item, prefix)]
+    return [f"{prefix}: {detail}" if prefix else str(detail)]
+
+
+def _first_code(detail: Any, default: str) -> str:
+    if isinstance(detail, dict):
+        for value in detail.values():
+            return _first_code(value, default)
+    if isinstance(detail, list) and detail:
+        return _first_code(detail[0], default)
+    return str(getattr(detail, "code", None) or default)
+
+
+def error_body(message: str, code: str) -> dict[str, Any]:
+    return {"success": False, "error": message, "code": code}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = exception_handler(exc, context)
+    if response is None:
+        return None  # a server error: Django's handler logs it
+    if isinstance(exc, Http404):
+        response.data = error_body(_("Not found."), "not_found")
+        return response
+    if isinstance(exc, exceptions.APIException):
+        detail = exc.detail
+        default_code = exc.default_code if isinstance(exc.default_code, str) else "error"
+        if isinstance(exc, exceptions.ValidationError):
+            code = _first_code(detail, "invalid")
+            if code == "invalid" or code == "required" or code == "null":
+                code = "invalid_request"
+        else:
+            code = _first_code(detail, default_code)
+        response.data = error_body("; ".join(_flatten(detail)), code)
+    return response
+
+
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """JSON 404 for any path under the API that matches no endpoint."""
+    return JsonResponse(error_body(_("Not found."), "not_found"), status=404)

@@ -1,0 +1,129 @@
+"""What a worker does with one message: claim the row, run the handler, record one outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback as tb
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import close_old_connections
+from django.utils import timezone
+
+from .dispatch import publish
+from .models import LongTimeTask
+from .registry import LongTimeTaskRegister, TaskConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorCode:
+    HANDLER_ERROR = "handler_error"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    SOFT_TIMEOUT = "soft_timeout"
+    TIMEOUT = "timeout"
+    UNKNOWN_TASK_TYPE = "unknown_task_type"
+    INVALID_RESULT = "invalid_result"
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def check_result(result: Any) -> None:
+    """A result must be storable as JSON on every database (no NaN, no NUL character)."""
+    text = json.dumps(result, allow_nan=False)
+    if "\\u0000" in text:
+        raise ValueError("result contains a NUL character")
+
+
+class Executor:
+    """Runs one attempt of one task. ``worker`` names the worker in the row."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+
+    def run(self, task_id: int, attempt: int) -> str:
+        """Returns what happened: claimed-and-finished, failed, retrying, or skipped."""
+        # Honour CONN_MAX_AGE and drop a connection that broke (e.g. after a database restart).
+        close_old_connections()
+        tasks = LongTimeTask.objects
+        if not tasks.claim(task_id, attempt=attempt, worker=self.worker):
+            logger.info("Task %s attempt %s not claimed: already claimed, finished or gone", task_id, attempt)
+            return "skipped"
+        task_type, params = tasks.filter(id=task_id).values_list("task_type", "task_params").get()
+        config = LongTimeTaskRegister.get_task(task_type)
+        if config is None:
+            tasks.fail(
+                task_id,
+                attempt=attempt,
+                message=f"Task type {task_type!r} is not registered in this worker",
+                code=ErrorCode.UNKNOWN_TASK_TYPE,
+            )
+            return "failed"
+
+        logger.info("Running task %s (%s), attempt %s", task_id, task_type, attempt)
+        try:
+            result = config.handler(task_id, params)
+        except SoftTimeLimitExceeded:
+            tasks.fail(
+                task_id,
+                attempt=attempt,
+                message=f"Time limit exceeded: the task ran longer than its soft limit of {config.soft_timeout}s",
+                code=ErrorCode.SOFT_TIMEOUT,
+                traceback=tb.format_exc(),
+            )
+            return "failed"
+        except Exception as exc:
+            return self._handle_error(task_id, attempt, config, exc)
+        try:
+            check_result(result)
+        except (TypeError, ValueError) as exc:
+            tasks.fail(
+                task_id,
+                attempt=attempt,
+                message=f"The handler returned a result that is not storable as JSON: {exc}",
+                code=ErrorCode.INVALID_RESULT,
+                traceback=tb.format_exc(),
+            )
+            return "failed"
+        if tasks.finish(task_id, attempt=attempt, result=result):
+            logger.info("Task %s finished", task_id)
+            return "finished"
+        logger.warning("Task %s finished, but its row had already left RUNNING; result dropped", task_id)
+        return "skipped"
+
+    def _handle_error(self, task_id: int, attempt: int, config: TaskConfig, exc: Exception) -> str:
+        tasks = LongTimeTask.objects
+        message, trace = describe(exc), tb.format_exc()
+        retryable = config.is_retryable(exc)
+        if retryable and attempt < config.max_attempts:
+            delay = config.retry_countdown(attempt)
+            retry_at = timezone.now() + timedelta(seconds=delay)
+            if tasks.schedule_retry(
+                task_id, attempt=attempt, retry_at=retry_at, message=message, code=ErrorCode.HANDLER_ERROR, traceback=trace
+            ):
+                logger.warning("Task %s attempt %s failed (%s); retrying in %.1fs", task_id, attempt, message, delay)
+                task = tasks.only("id", "task_type", "celery_task_id", "queue", "priority").get(id=task_id)
+                publish(task, attempt=attempt + 1, countdown=delay)
+                return "retrying"
+            return "skipped"
+        code = ErrorCode.RETRIES_EXHAUSTED if retryable else ErrorCode.HANDLER_ERROR
+        if retryable:
+            message = f"{message} (gave up after {attempt} attempts)"
+        tasks.fail(task_id, attempt=attempt, message=message, code=code, traceback=trace)
+        logger.error("Task %s failed: %s", task_id, message)
+        return "failed"
+
+    @staticmethod
+    def fail_on_hard_time_limit(task_id: int, attempt: int, timeout: float) -> bool:
+        """Called in the worker's main process after a hard time limit killed the child."""
+        close_old_connections()
+        return LongTimeTask.objects.fail(
+            task_id,
+            attempt=attempt,
+            message=f"Time limit exceeded: the task was killed after its hard limit of {timeout:g}s",
+            code=ErrorCode.TIMEOUT,
+        )

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .querysets import LongTimeTaskQuerySet
+
+
+class TaskState(models.TextChoices):
+    """States of a task. PENDING -> RUNNING -> FINISHED | FAILED; RETRYING waits between attempts."""
+
+    PENDING = "PENDING", _("Pending")
+    RUNNING = "RUNNING", _("Running")
+    RETRYING = "RETRYING", _("Waiting to retry")
+    FINISHED = "FINISHED", _("Finished")
+    FAILED = "FAILED", _("Failed")
+
+
+TERMINAL_STATES = frozenset({TaskState.FINISHED, TaskState.FAILED})
+WAITING_STATES = frozenset({TaskState.PENDING, TaskState.RETRYING})
+
+
+def new_celery_task_id() -> str:
+    """The Celery id is chosen before the insert, so a submit is one write."""
+    return str(uuid.uuid4())
+
+
+class LongTimeTask(models.Model):
+    """A long-running task: one row per submitted task, the source of truth for its state."""
+
+    id = models.BigAutoField(primary_key=True)
+    celery_task_id = models.CharField(
+        max_length=255,
+        unique=True,
+        db_index=True,
+        default=new_celery_task_id,
+        verbose_name=_("Celery task ID"),
+    )
+    task_type = models.CharField(max_length=100, db_index=True, verbose_name=_("task type"))
+    task_params = models.JSONField(default=dict, blank=True, verbose_name=_("task parameters"))
+    state = models.CharField(
+        max_length=20,
+        choices=TaskState.choices,
+        default=TaskState.PENDING,
+        db_index=True,
+        verbose_name=_("task state"),
+    )
+    result = models.JSONField(null=True, blank=True, verbose_name=_("task result"))
+    create_at = models.DateTimeField(auto_now_add=True, db_index=True, verbose_name=_("created at"))
+    start_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
+    finish_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
+    error_message = models.TextField(null=True, blank=True, verbose_name=_("error message"))
+
+    # Added to the seed's fields.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="long_time_tasks",
+        verbose_name=_("owner"),
+    )
+    attempts = models.PositiveIntegerField(default=0, verbose_name=_("attempts"))
+    worker = models.CharField(max_length=255, blank=True, default="", verbose_name=_("worker"))
+    queue = models.CharField(max_length=100, blank=True, default="", verbose_name=_("queue"))
+    priority = models.PositiveSmallIntegerField(default=5, verbose_name=_("priority"))
+    retry_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next attempt at"))
+    error_code = models.CharField(max_length=50, blank=True, default="", verbose_name=_("error code"))
+    error_traceback = models.TextField(blank=True, default="", verbose_name=_("traceback"))
+
+    objects: ClassVar[LongTimeTaskQuerySet] = LongTimeTaskQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        db_table = "long_time_task"
+        verbose_name = _("long-running task")
+        verbose_name_plural = _("long-running tasks")
+        ordering = ["-create_at", "-id"]
+        indexes = [
+            models.Index(fields=["state", "create_at"]),
+            models.Index(fields=["task_type", "state"]),
+        ]
+        permissions = [("view_all_tasks", _("Can view every user's tasks"))]
+
+    def __str__(self) -> str:
+        return f"{self.task_type}#{self.id} - {self.state}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def duration(self) -> float | None:
+        if self.start_at and self.finish_at:
+            return (self.finish_at - self.start_at).total_seconds()
+        return None
+
+
+TOKEN_PREFIX = "ltt_"
+
+
+def hash_token(raw: str) -> str:
+    # Tokens are 256 random bits, so a plain SHA-256 is enough: there is nothing to brute-force.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def usable(self) -> ApiTokenQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class ApiToken(models.Model):
+    """An API token. Only its SHA-256 is stored; the token itself is shown once, when it is created."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens", verbose_name=_("user")
+    )
+    name = models.CharField(max_length=100, blank=True, default="", verbose_name=_("name"))
+    key_prefix = models.CharField(max_length=12, verbose_name=_("key prefix"))
+    key_hash = models.CharField(max_length=64, unique=True, verbose_name=_("key hash"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    expires_at = models.DateTimeField(null=True, blank=True, verbose_name=_("expires at"))
+    revoked_at = models.DateTimeField(null=True, blank=True, verbose_name=_("revoked at"))
+
+    objects: ClassVar[ApiTokenQuerySet] = ApiTokenQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.key_prefix}… ({self.user})"
+
+    @classmethod
+    def issue(cls, user: Any, *, name: str = "", expires_at: Any = None) -> tuple[ApiToken, str]:
+        """Create a token for ``user``; returns the row and the raw token (not stored anywhere)."""
+        raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(
+            user=user, name=name, key_prefix=raw[:12], key_hash=hash_token(raw), expires_at=expires_at
+        )
+        return token, raw

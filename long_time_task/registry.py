@@ -1,0 +1,260 @@
+"""The task-type registry: ``@LongTimeTaskRegister.register(...)`` turns a function into a task type.
+
+Every argument is checked when the decorator runs, which is import time: a duplicate ``task_type``, a
+``soft_timeout`` that is not below ``timeout``, a priority outside 1..10 or an invalid JSON Schema fails
+loudly, with the task type in the message. The config it stores is a frozen dataclass.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import jsonschema
+from django.core.exceptions import ImproperlyConfigured
+from jsonschema.exceptions import best_match
+from jsonschema.validators import validator_for
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[int, dict[str, Any]], Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+MIN_PRIORITY = 1
+MAX_PRIORITY = 10
+
+
+class RegistryError(ImproperlyConfigured):
+    """A task type was declared wrongly. Raised at import time."""
+
+
+class UnknownTaskType(ValueError):  # noqa: N818 - reads better at the call site
+    def __init__(self, task_type: object) -> None:
+        super().__init__(f"Unknown task type: {task_type}")
+        self.task_type = task_type
+
+
+class InvalidParams(ValueError):  # noqa: N818
+    """Params do not match the task type's schema. ``field`` is the dotted path of the offending value."""
+
+    def __init__(self, message: str, field: str = "params") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _default_retryable() -> tuple[type[BaseException], ...]:
+    return (ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One registered task type. Build it through ``LongTimeTaskRegister.register``."""
+
+    name: str
+    handler: Handler
+    description: str = ""
+    timeout: int = 3600
+    soft_timeout: int = 3300
+    max_retries: int = 3
+    retry_delay: int = 60
+    retry_backoff: bool = True
+    retry_backoff_max: int = 600
+    queue: str = "default"
+    priority: int = 5
+    param_schema: Mapping[str, Any] | None = None
+    retryable_exceptions: tuple[type[BaseException], ...] = field(default_factory=_default_retryable)
+    # Extra checks beyond JSON Schema (e.g. a path must stay inside a directory). Raises InvalidParams.
+    param_validator: Callable[[dict[str, Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        def fail(message: str) -> None:
+            raise RegistryError(f"Task type {self.name!r}: {message}")
+
+        if not isinstance(self.name, str) or not self.name or len(self.name) > 100:
+            raise RegistryError(f"task_type must be a non-empty string of at most 100 characters, not {self.name!r}")
+        if not callable(self.handler):
+            fail("handler is not callable")
+        qualname = getattr(self.handler, "__qualname__", "")
+        if "<lambda>" in qualname or "<locals>" in qualname:
+            fail("the handler must be a module-level function, so that every worker can import it")
+        for attr in ("timeout", "soft_timeout", "retry_delay", "retry_backoff_max"):
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                fail(f"{attr} must be a positive integer of seconds, not {value!r}")
+        if self.soft_timeout >= self.timeout:
+            fail(f"soft_timeout ({self.soft_timeout}s) must be less than timeout ({self.timeout}s)")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            fail(f"max_retries must be an integer >= 0, not {self.max_retries!r}")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            fail(f"priority must be an integer, not {self.priority!r}")
+        if not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
+            fail(f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY} (10 is the highest), not {self.priority}")
+        if not isinstance(self.queue, str) or not self.queue:
+            fail(f"queue must be a non-empty string, not {self.queue!r}")
+        if not isinstance(self.retryable_exceptions, tuple) or not all(
+            isinstance(exc, type) and issubclass(exc, BaseException) for exc in self.retryable_exceptions
+        ):
+            fail("retryable_exceptions must be a tuple of exception classes")
+        if self.param_schema is not None:
+            if not isinstance(self.param_schema, Mapping):
+                fail("param_schema must be a JSON Schema object (a dict)")
+            try:
+                validator_for(self.param_schema).check_schema(self.param_schema)
+            except jsonschema.SchemaError as exc:
+                fail(f"param_schema is not a valid JSON Schema: {exc.message}")
+            # A private copy: the caller's dict can't change a registered type behind our back.
+            object.__setattr__(self, "param_schema", copy.deepcopy(dict(self.param_schema)))
+        if self.param_validator is not None and not callable(self.param_validator):
+            fail("param_validator must be callable")
+
+    @property
+    def task_type(self) -> str:
+        return self.name
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
+
+    def validate_params(self, params: Any) -> None:
+        """Raise InvalidParams, naming the offending field, unless ``params`` is acceptable."""
+        if not isinstance(params, dict):
+            raise InvalidParams("params must be a JSON object", field="params")
+        if self.param_schema is not None:
+            cls = validator_for(self.param_schema)
+            validator = cls(self.param_schema, format_checker=cls.FORMAT_CHECKER)
+            error = best_match(validator.iter_errors(params))
+            if error is not None:
+                path = ".".join(["params", *(str(part) for part in error.absolute_path)])
+                raise InvalidParams(f"Invalid params at {path}: {error.message}", field=path)
+        if self.param_validator is not None:
+            self.param_validator(params)
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        from celery.exceptions import SoftTimeLimitExceeded
+
+        # A soft time limit means "this attempt took too long": retrying it would only take too long again.
+        if isinstance(exc, SoftTimeLimitExceeded):
+            return False
+        return isinstance(exc, self.retryable_exceptions)
+
+    def retry_countdown(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before the attempt after ``attempt`` (1-based).
+
+        Without backoff: ``retry_delay``. With backoff: ``retry_delay * 2**(attempt-1)``, capped by
+        ``retry_backoff_max``, then jittered into [50%, 100%] of that, so retries of many tasks that failed
+        together spread out instead of arriving together.
+        """
+        if not self.retry_backoff:
+            return float(self.retry_delay)
+        delay = min(self.retry_backoff_max, self.retry_delay * 2 ** max(attempt - 1, 0))
+        return (rng or random).uniform(delay / 2, delay)
+
+
+class LongTimeTaskRegister:
+    """The registry of task types (a process-wide singleton, as in the seed)."""
+
+    _instance: ClassVar[LongTimeTaskRegister | None] = None
+    _tasks: ClassVar[dict[str, TaskConfig]] = {}
+
+    def __new__(cls) -> LongTimeTaskRegister:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    @classmethod
+    def register(
+        cls,
+        task_type: str,
+        description: str = "",
+        timeout: int = 3600,
+        soft_timeout: int = 3300,
+        max_retries: int = 3,
+        retry_delay: int = 60,
+        retry_backoff: bool = True,
+        retry_backoff_max: int = 600,
+        queue: str = "default",
+        priority: int = 5,
+        param_schema: Mapping[str, Any] | None = None,
+        retryable_exceptions: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError),
+        param_validator: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Callable[[F], F]:
+        """Register the decorated ``handler(task_id, params) -> result`` as ``task_type``.
+
+        The handler's return value must be JSON-serialisable; it becomes the task's ``result``.
+        """
+
+        def decorator(func: F) -> F:
+            config = TaskConfig(
+                name=task_type,
+                handler=func,
+                description=description,
+                timeout=timeout,
+                soft_timeout=soft_timeout,
+                max_retries=max_retries,
+                retry_delay=retry_delay,
+                retry_backoff=retry_backoff,
+                retry_backoff_max=retry_backoff_max,
+                queue=queue,
+                priority=priority,
+                param_schema=param_schema,
+                retryable_exceptions=retryable_exceptions,
+                param_validator=param_validator,
+            )
+            cls.add(config)
+            return func
+
+        return decorator
+
+    @classmethod
+    def add(cls, config: TaskConfig) -> None:
+        existing = cls._tasks.get(config.name)
+        if existing is not None:
+            where = f"{existing.handler.__module__}.{existing.handler.__qualname__}"
+            raise RegistryError(f"Task type {config.name!r} is already registered by {where}")
+        cls._tasks[config.name] = config
+        logger.debug("Registered task type %s", config.name)
+
+    @classmethod
+    def unregister(cls, task_type: str) -> None:
+        cls._tasks.pop(task_type, None)
+
+    @classmethod
+    @contextmanager
+    def isolated(cls) -> Iterator[None]:
+        """For tests: registrations made inside the block are dropped when it ends."""
+        saved = dict(cls._tasks)
+        try:
+            yield
+        finally:
+            cls._tasks.clear()
+            cls._tasks.update(saved)
+
+    @classmethod
+    def get_task(cls, task_type: str) -> TaskConfig | None:
+        return cls._tasks.get(task_type) if isinstance(task_type, str) else None
+
+    @classmethod
+    def get_all_tasks(cls) -> dict[str, TaskConfig]:
+        return cls._tasks.copy()
+
+    @classmethod
+    def require(cls, task_type: Any) -> TaskConfig:
+        config = cls.get_task(task_type)
+        if config is None:
+            raise UnknownTaskType(task_type)
+        return config
+
+    @classmethod
+    def validate_params(cls, task_type: str, params: Any) -> bool:
+        cls.require(task_type).validate_params(params)
+        return True
+
+    @classmethod
+    def is_retryable(cls, task_type: str, exception: BaseException) -> bool:
+        config = cls.get_task(task_type)
+        return bool(config and config.is_retryable(exception))

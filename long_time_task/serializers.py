@@ -1,0 +1,120 @@
+"""Input validation and output shapes of the JSON API (the seed's response shapes, extended)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+
+from .conf import conf
+from .models import LongTimeTask, TaskState
+from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
+from .services import validate_submission
+
+if TYPE_CHECKING:
+    Serializer = serializers.Serializer[Any]
+    TaskSerializer = serializers.ModelSerializer[LongTimeTask]
+else:
+    Serializer = serializers.Serializer
+    TaskSerializer = serializers.ModelSerializer
+
+
+def _is_staff(context: dict[str, Any]) -> bool:
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    return bool(user and user.is_staff)
+
+
+class SubmitSerializer(Serializer):
+    task_type = serializers.CharField(max_length=100)
+    params = serializers.JSONField(required=False, default=dict)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            validate_submission(attrs["task_type"], attrs["params"])
+        except UnknownTaskType as exc:
+            known = ", ".join(sorted(LongTimeTaskRegister.get_all_tasks())) or "-"
+            raise serializers.ValidationError(
+                {"task_type": [serializers.ErrorDetail(f"{exc} (known types: {known})", code="unknown_task_type")]}
+            ) from None
+        except InvalidParams as exc:
+            # The message already names the field (params.<path>).
+            raise serializers.ValidationError(serializers.ErrorDetail(str(exc), code="invalid_params")) from None
+        return attrs
+
+
+class ListQuerySerializer(Serializer):
+    state = serializers.ChoiceField(choices=TaskState.choices, required=False)
+    task_type = serializers.CharField(required=False, max_length=100)
+    page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=10**9)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=10**9)
+
+    def validate_page_size(self, value: int) -> int:
+        # The seed clamps: page_size above the maximum gives the maximum.
+        return min(value, conf.MAX_PAGE_SIZE)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs.setdefault("page_size", conf.DEFAULT_PAGE_SIZE)
+        return attrs
+
+
+class TaskListItemSerializer(TaskSerializer):
+    owner = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LongTimeTask
+        fields = ["id", "task_type", "state", "attempts", "create_at", "start_at", "finish_at", "owner"]
+
+    def get_owner(self, obj: LongTimeTask) -> str | None:
+        return obj.owner.get_username() if obj.owner else None
+
+
+class TaskDetailSerializer(TaskSerializer):
+    """The seed's detail shape: ``result`` only when FINISHED, ``error_message`` only when FAILED."""
+
+    owner = serializers.SerializerMethodField()
+    state_display = serializers.CharField(source="get_state_display")
+    params = serializers.JSONField(source="task_params")
+    max_attempts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LongTimeTask
+        fields = [
+            "id",
+            "task_type",
+            "state",
+            "state_display",
+            "params",
+            "attempts",
+            "max_attempts",
+            "queue",
+            "priority",
+            "owner",
+            "create_at",
+            "start_at",
+            "finish_at",
+            "retry_at",
+        ]
+
+    def get_owner(self, obj: LongTimeTask) -> str | None:
+        return obj.owner.get_username() if obj.owner else None
+
+    def get_max_attempts(self, obj: LongTimeTask) -> int | None:
+        config = LongTimeTaskRegister.get_task(obj.task_type)
+        return config.max_attempts if config else None
+
+    def to_representation(self, instance: LongTimeTask) -> dict[str, Any]:
+        data = dict(super().to_representation(instance))
+        staff = _is_staff(self.context)
+        if instance.state == TaskState.FINISHED:
+            data["result"] = instance.result
+        elif instance.state in (TaskState.FAILED, TaskState.RETRYING):
+            data["error_message"] = instance.error_message or _("The task failed.")
+            data["error_code"] = instance.error_code
+            if staff:
+                data["error_traceback"] = instance.error_traceback
+        if staff:
+            data["worker"] = instance.worker
+            data["celery_task_id"] = instance.celery_task_id
+        return data

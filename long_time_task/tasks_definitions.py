@@ -1,0 +1,292 @@
+"""The seed's three example task types (§3.2). Each does real, small work, and each is idempotent:
+running it twice for the same task writes the same output to the same place.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import random
+import statistics
+import tempfile
+from collections import Counter, defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.db.models import Count
+from django.utils import timezone
+
+from .conf import conf
+from .registry import InvalidParams, LongTimeTaskRegister
+
+
+def write_atomically(path: Path, content: str) -> int:
+    """Write ``content`` to ``path`` via a temporary file, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(data)
+
+
+# --------------------------------------------------------------------------- data_analysis
+
+
+def load_dataset(dataset_id: int, size: int) -> list[float]:
+    """The dataset ``dataset_id``: FILES_DIR/datasets/<id>.csv (one number a line) if present, else generated.
+
+    The generated one is deterministic per id: a noisy seasonal series, so the statistics are not trivial.
+    """
+    stored = conf.FILES_DIR / "datasets" / f"{dataset_id}.csv"
+    if stored.is_file():
+        with stored.open(newline="") as fh:
+            return [float(row[0]) for row in csv.reader(fh) if row and row[0].strip()]
+    rng = random.Random(dataset_id)  # noqa: S311 - reproducible data, not cryptography
+    base = rng.uniform(10, 100)
+    return [base + 0.01 * i + 5 * ((i % 24) / 24) + rng.gauss(0, base / 10) for i in range(size)]
+
+
+@LongTimeTaskRegister.register(
+    task_type="data_analysis",
+    description="Statistics over a dataset: mean, median, spread, quartiles; 'full' adds a histogram and a trend.",
+    timeout=7200,
+    soft_timeout=6900,
+    max_retries=3,
+    queue="heavy",
+    param_schema={
+        "type": "object",
+        "required": ["dataset_id"],
+        "properties": {
+            "dataset_id": {"type": "integer", "minimum": 1},
+            "analysis_type": {"type": "string", "enum": ["basic", "full"], "default": "basic"},
+            "size": {"type": "integer", "minimum": 10, "maximum": 1_000_000, "default": 10_000},
+        },
+        "additionalProperties": False,
+    },
+)
+def analyze_data(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    dataset_id = params["dataset_id"]
+    analysis_type = params.get("analysis_type", "basic")
+    values = load_dataset(dataset_id, params.get("size", 10_000))
+    if len(values) < 2:
+        raise ValueError(f"dataset {dataset_id} has fewer than 2 values")
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    stats: dict[str, Any] = {
+        "count": len(values),
+        "mean": round(statistics.fmean(values), 6),
+        "median": round(statistics.median(values), 6),
+        "stdev": round(statistics.stdev(values), 6),
+        "min": round(min(values), 6),
+        "max": round(max(values), 6),
+        "quartiles": [round(q1, 6), round(q2, 6), round(q3, 6)],
+    }
+    if analysis_type == "full":
+        low, high = stats["min"], stats["max"]
+        width = (high - low) / 10 or 1.0
+        bins = Counter(min(int((v - low) / width), 9) for v in values)
+        stats["histogram"] = [{"from": round(low + i * width, 6), "count": bins.get(i, 0)} for i in range(10)]
+        xs = list(range(len(values)))
+        slope, intercept = statistics.linear_regression(xs, values)
+        stats["trend"] = {
+            "slope": round(slope, 9),
+            "intercept": round(intercept, 6),
+            "correlation": round(statistics.correlation(xs, values), 6),
+        }
+    return {"dataset_id": dataset_id, "analysis_type": analysis_type, "result": "analysis_complete", "stats": stats}
+
+
+# --------------------------------------------------------------------------- file_processing
+
+
+def resolve_input(file_path: str) -> Path:
+    """``file_path`` resolved inside FILES_DIR; anything that escapes it (``..``, absolute, symlink) is refused."""
+    base = conf.FILES_DIR.resolve()
+    candidate = (base / file_path).resolve()
+    if not candidate.is_relative_to(base):
+        raise InvalidParams(
+            f"Invalid params at params.file_path: {file_path!r} is outside the files directory", field="params.file_path"
+        )
+    return candidate
+
+
+def check_file_params(params: dict[str, Any]) -> None:
+    path = resolve_input(params["file_path"])
+    if not path.is_file():
+        raise InvalidParams(
+            f"Invalid params at params.file_path: {params['file_path']!r} does not exist in the files directory",
+            field="params.file_path",
+        )
+    if path.suffix.lower() not in {".csv", ".json"}:
+        raise InvalidParams(
+            "Invalid params at params.file_path: only .csv and .json files can be converted", field="params.file_path"
+        )
+
+
+def read_records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = [dict(row) for row in reader]
+            return list(reader.fieldnames or []), rows
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise ValueError(f"{path.name} must hold a JSON array of objects")
+    columns: dict[str, None] = {}
+    for item in data:
+        columns.update(dict.fromkeys(item))
+    return list(columns), data
+
+
+@LongTimeTaskRegister.register(
+    task_type="file_processing",
+    description="Convert a CSV or JSON file from the files directory to JSON or CSV.",
+    timeout=3600,
+    queue="default",
+    param_schema={
+        "type": "object",
+        "required": ["file_path"],
+        "properties": {
+            "file_path": {"type": "string", "minLength": 1, "maxLength": 1024},
+            "output_format": {"type": "string", "enum": ["json", "csv"], "default": "json"},
+        },
+        "additionalProperties": False,
+    },
+    param_validator=check_file_params,
+)
+def process_file(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    source = resolve_input(params["file_path"])
+    output_format = params.get("output_format", "json")
+    columns, records = read_records(source)
+    if output_format == "json":
+        content = json.dumps(records, ensure_ascii=False, indent=2)
+    else:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+        content = buffer.getvalue()
+    output = conf.RESULTS_DIR / "files" / f"{task_id}.{output_format}"
+    size = write_atomically(output, content)
+    return {
+        "input_file": params["file_path"],
+        "output_file": str(output),
+        "output_format": output_format,
+        "rows": len(records),
+        "columns": columns,
+        "bytes": size,
+    }
+
+
+# --------------------------------------------------------------------------- report_generation
+
+
+def task_report(days: int, detailed: bool) -> dict[str, Any]:
+    """Figures about the task table itself over the last ``days`` days."""
+    from .models import LongTimeTask, TaskState
+
+    since = timezone.now() - timedelta(days=days)
+    tasks = LongTimeTask.objects.filter(create_at__gte=since)
+    by_type: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in tasks.values("task_type", "state").annotate(n=Count("id")).order_by():
+        by_type[row["task_type"]][row["state"]] = row["n"]
+    durations: dict[str, list[float]] = defaultdict(list)
+    for task_type, start, finish in tasks.filter(state=TaskState.FINISHED).values_list(
+        "task_type", "start_at", "finish_at"
+    )[:100_000]:
+        if start and finish:
+            durations[task_type].append((finish - start).total_seconds())
+    types = []
+    for task_type in sorted(by_type):
+        states = by_type[task_type]
+        total = sum(states.values())
+        done = states.get(TaskState.FINISHED, 0) + states.get(TaskState.FAILED, 0)
+        times = durations.get(task_type, [])
+        types.append(
+            {
+                "task_type": task_type,
+                "total": total,
+                "states": dict(sorted(states.items())),
+                "failure_rate": round(states.get(TaskState.FAILED, 0) / done, 4) if done else None,
+                "median_seconds": round(statistics.median(times), 3) if times else None,
+            }
+        )
+    report: dict[str, Any] = {"days": days, "since": since.isoformat(), "types": types}
+    if detailed:
+        report["recent_failures"] = list(
+            tasks.filter(state=TaskState.FAILED).values("id", "task_type", "error_code", "finish_at")[:50]
+        )
+    return report
+
+
+def render_report(report: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(report, ensure_ascii=False, indent=2, default=str)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["task_type", "total", "failure_rate", "median_seconds", "states"])
+        for row in report["types"]:
+            states = " ".join(f"{k}={v}" for k, v in row["states"].items())
+            writer.writerow([row["task_type"], row["total"], row["failure_rate"], row["median_seconds"], states])
+        return buffer.getvalue()
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (r["task_type"], r["total"], r["failure_rate"], r["median_seconds"], r["states"])
+        )
+        + "</tr>"
+        for r in report["types"]
+    )
+    failures = "".join(
+        f"<li>#{f['id']} {html.escape(f['task_type'])}: {html.escape(f['error_code'] or '-')}</li>"
+        for f in report.get("recent_failures", [])
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Task report</title></head><body>"
+        f"<h1>Task report: last {report['days']} days</h1>"
+        "<table border='1'><tr><th>type</th><th>total</th><th>failure rate</th><th>median s</th><th>states</th></tr>"
+        f"{rows}</table>" + (f"<h2>Recent failures</h2><ul>{failures}</ul>" if failures else "") + "</body></html>"
+    )
+
+
+@LongTimeTaskRegister.register(
+    task_type="report_generation",
+    description="A report on the task table: totals, states, failure rate and median duration per type.",
+    timeout=1800,
+    soft_timeout=1700,
+    queue="default",
+    priority=7,
+    param_schema={
+        "type": "object",
+        "properties": {
+            "report_type": {"type": "string", "enum": ["summary", "detailed"], "default": "summary"},
+            "format": {"type": "string", "enum": ["html", "csv", "json"], "default": "html"},
+            "days": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 7},
+        },
+        "additionalProperties": False,
+    },
+)
+def generate_report(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    report_type = params.get("report_type", "summary")
+    fmt = params.get("format", "html")
+    report = task_report(params.get("days", 7), detailed=report_type == "detailed")
+    path = conf.RESULTS_DIR / "reports" / f"{task_id}.{fmt}"
+    size = write_atomically(path, render_report(report, fmt))
+    return {
+        "report_path": str(path),
+        "report_type": report_type,
+        "format": fmt,
+        "task_types": len(report["types"]),
+        "bytes": size,
+    }
