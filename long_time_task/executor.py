@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import close_old_connections
 from django.utils import timezone
 
 from .dispatch import publish
@@ -47,8 +46,6 @@ class Executor:
 
     def run(self, task_id: int, attempt: int) -> str:
         """Returns what happened: claimed-and-finished, failed, retrying, or skipped."""
-        # Honour CONN_MAX_AGE and drop a connection that broke (e.g. after a database restart).
-        close_old_connections()
         tasks = LongTimeTask.objects
         if not tasks.claim(task_id, attempt=attempt, worker=self.worker):
             logger.info("Task %s attempt %s not claimed: already claimed, finished or gone", task_id, attempt)
@@ -120,7 +117,6 @@ class Executor:
     @staticmethod
     def fail_on_hard_time_limit(task_id: int, attempt: int, timeout: float) -> bool:
         """Called in the worker's main process after a hard time limit killed the child."""
-        close_old_connections()
         return LongTimeTask.objects.fail(
             task_id,
             attempt=attempt,

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from long_time_task.models import ApiToken
+
+SKIPPED_SERVICES: set[str] = set()
+
+
+def require_services() -> None:
+    """Fail under CI=true, skip elsewhere, unless the test database is PostgreSQL and the broker is Redis."""
+    from django.db import connection
+
+    missing = []
+    if connection.vendor != "postgresql":
+        missing.append(f"PostgreSQL ({settings.TEST_DATABASE_URL})")
+    if not str(settings.CELERY_BROKER_URL).startswith("redis"):
+        missing.append(f"Redis ({settings.TEST_REDIS_URL})")
+    if not missing:
+        return
+    message = "not reachable: " + ", ".join(missing)
+    if settings.CI:
+        pytest.fail(f"CI=true and a required service is {message}")
+    SKIPPED_SERVICES.update(missing)
+    pytest.skip(f"needs real services, {message}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SKIPPED_SERVICES:
+        terminalreporter.section("services")
+        terminalreporter.write_line(
+            "Skipped the tests that need: " + ", ".join(sorted(SKIPPED_SERVICES)) + ". "
+            "They ran on the embedded default (SQLite) instead; start the services (or set TEST_DATABASE_URL / "
+            "TEST_REDIS_URL) to run them."
+        )
+
+
+@pytest.fixture(autouse=True)
+def _test_dirs(tmp_path: Any, settings: Any) -> None:
+    settings.LONG_TIME_TASK_FILES_DIR = tmp_path / "files"
+    settings.LONG_TIME_TASK_RESULTS_DIR = tmp_path / "results"
+    (tmp_path / "files").mkdir()
+
+
+@pytest.fixture
+def user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="alice", password="alice-password")
+
+
+@pytest.fixture
+def other_user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="bob", password="bob-password")
+
+
+@pytest.fixture
+def staff_user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="root", password="root-password", is_staff=True)
+
+
+def token_client(user: Any) -> APIClient:
+    _, raw = ApiToken.issue(user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+@pytest.fixture
+def api(user: Any) -> APIClient:
+    return token_client(user)
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The services tests last: they are the slow ones, and a quick failure elsewhere should show first.
+    items.sort(key=lambda item: 1 if item.get_closest_marker("services") else 0)
+
+
+os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for the subprocesses the tests start

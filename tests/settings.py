@@ -1,0 +1,55 @@
+"""Settings for the test suite: the demo's, plus the test app, on real services when they answer.
+
+PostgreSQL and Redis are used when they answer (always, when CI=true: there a missing service fails the
+run instead of silently falling back). On a laptop without them, the suite runs on SQLite, and the tests
+that need the services say so in the skip summary.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+import dj_database_url
+
+from demo.settings import *  # noqa: F403
+from demo.settings import INSTALLED_APPS
+
+CI = os.environ.get("CI", "").lower() == "true"
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def answers(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+POSTGRES_AVAILABLE = CI or answers(TEST_DATABASE_URL, 5432)
+REDIS_AVAILABLE = CI or answers(TEST_REDIS_URL, 6379)
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+if POSTGRES_AVAILABLE:
+    DATABASES = {"default": dj_database_url.parse(TEST_DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
+    # A worker started by the tests connects straight to the test database pytest-django created.
+    if os.environ.get("LTT_WORKER_DATABASE_NAME"):
+        DATABASES["default"]["NAME"] = os.environ["LTT_WORKER_DATABASE_NAME"]
+        DATABASES["default"]["TEST"] = {"NAME": os.environ["LTT_WORKER_DATABASE_NAME"]}
+if REDIS_AVAILABLE:
+    CELERY_BROKER_URL = TEST_REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "priority_steps": list(range(10)),
+        "sep": ":",
+        "queue_order_strategy": "priority",
+        "visibility_timeout": 3600,
+    }
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests  # noqa: S105
+LONG_TIME_TASK_FILES_DIR = Path(os.environ.get("LTT_TEST_FILES_DIR", VAR_DIR / "test-files"))  # noqa: F405
+LONG_TIME_TASK_RESULTS_DIR = Path(os.environ.get("LTT_TEST_RESULTS_DIR", VAR_DIR / "test-results"))  # noqa: F405

@@ -1,0 +1,111 @@
+"""The executor's decisions, run in-process against the test database (no broker: retries are captured)."""
+
+from __future__ import annotations
+
+import pytest
+
+from long_time_task import executor as executor_module
+from long_time_task.executor import Executor
+from long_time_task.models import LongTimeTask, TaskState
+from tests.testapp.models import HandlerRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def published(monkeypatch):
+    calls: list[tuple[int, int, float | None]] = []
+
+    def capture(task, *, attempt, countdown=None):
+        calls.append((task.id, attempt, countdown))
+        return True
+
+    monkeypatch.setattr(executor_module, "publish", capture)
+    return calls
+
+
+def run(task: LongTimeTask, attempt: int = 1) -> str:
+    return Executor(worker="unit@test").run(task.id, attempt)
+
+
+def new(task_type: str, params: dict | None = None, **kwargs) -> LongTimeTask:
+    return LongTimeTask.objects.create(task_type=task_type, task_params=params or {}, **kwargs)
+
+
+def test_success_stores_the_result_and_the_worker():
+    task = new("test_echo", {"a": 1})
+    assert run(task) == "finished"
+    task.refresh_from_db()
+    assert (task.state, task.attempts, task.worker) == (TaskState.FINISHED, 1, "unit@test")
+    assert task.result == {"echo": {"a": 1}, "task_id": task.id}
+    assert task.start_at <= task.finish_at
+
+
+def test_a_second_delivery_of_the_same_attempt_does_not_run_the_handler():
+    task = new("test_echo")
+    assert run(task) == "finished"
+    assert run(task) == "skipped"
+    assert HandlerRun.objects.filter(task_id=task.id).count() == 1
+
+
+def test_non_retryable_error_fails_with_type_message_and_traceback(published):
+    task = new("test_fail", {"message": "bad input"})
+    assert run(task) == "failed"
+    task.refresh_from_db()
+    assert (task.state, task.error_code) == (TaskState.FAILED, "handler_error")
+    assert task.error_message == "ValueError: bad input"
+    assert "Traceback" in task.error_traceback and "raise ValueError" in task.error_traceback
+    assert published == []
+
+
+def test_retryable_error_waits_in_retrying_and_publishes_the_next_attempt(published):
+    task = new("test_flaky", {"failures": 1})
+    assert run(task) == "retrying"
+    task.refresh_from_db()
+    assert (task.state, task.attempts, task.error_code) == (TaskState.RETRYING, 1, "handler_error")
+    assert task.retry_at is not None and task.error_message == "ConnectionError: transient failure 1"
+    assert published == [(task.id, 2, 1.0)]
+    assert run(task, attempt=2) == "finished"
+    task.refresh_from_db()
+    assert (task.state, task.attempts, task.result) == (TaskState.FINISHED, 2, {"succeeded_on_run": 2})
+    assert task.error_message is None
+
+
+def test_retries_stop_after_max_retries(published):
+    task = new("test_flaky", {"failures": 10})  # max_retries=3: four attempts in all
+    outcomes = [run(task, attempt) for attempt in (1, 2, 3, 4)]
+    assert outcomes == ["retrying", "retrying", "retrying", "failed"]
+    task.refresh_from_db()
+    assert (task.state, task.attempts, task.error_code) == (TaskState.FAILED, 4, "retries_exhausted")
+    assert "gave up after 4 attempts" in task.error_message
+    assert [attempt for _, attempt, _ in published] == [2, 3, 4]
+
+
+def test_unregistered_task_type_fails_clearly():
+    task = new("no_longer_registered")
+    assert run(task) == "failed"
+    task.refresh_from_db()
+    assert task.error_code == "unknown_task_type" and "not registered" in task.error_message
+
+
+def test_a_result_that_is_not_json_fails_the_task(monkeypatch):
+    from long_time_task.registry import LongTimeTaskRegister
+
+    with LongTimeTaskRegister.isolated():
+        LongTimeTaskRegister.register(task_type="t_nan")(returns_nan)
+        task = new("t_nan")
+        assert run(task) == "failed"
+    task.refresh_from_db()
+    assert task.error_code == "invalid_result"
+
+
+def returns_nan(task_id: int, params: dict) -> float:
+    return float("nan")
+
+
+def test_hard_time_limit_marks_the_row_failed():
+    task = new("test_echo", state=TaskState.RUNNING, attempts=1)
+    assert Executor.fail_on_hard_time_limit(task.id, 1, 2.0)
+    task.refresh_from_db()
+    assert (task.state, task.error_code) == (TaskState.FAILED, "timeout")
+    assert "hard limit of 2s" in task.error_message

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from long_time_task.models import LongTimeTask, TaskState
+
+pytestmark = pytest.mark.django_db
+
+
+def make_task(**kwargs) -> LongTimeTask:
+    return LongTimeTask.objects.create(task_type="test_echo", **kwargs)
+
+
+def state_of(task: LongTimeTask) -> tuple[str, int]:
+    task.refresh_from_db()
+    return task.state, task.attempts
+
+
+def test_celery_id_is_generated_before_the_insert_and_unique():
+    first, second = make_task(), make_task()
+    assert len(first.celery_task_id) == 36 and first.celery_task_id != second.celery_task_id
+
+
+def test_claim_moves_pending_to_running_once():
+    task = make_task()
+    assert LongTimeTask.objects.claim(task.id, attempt=1, worker="w1")
+    assert not LongTimeTask.objects.claim(task.id, attempt=1, worker="w2")  # a duplicate delivery
+    task.refresh_from_db()
+    assert (task.state, task.attempts, task.worker) == (TaskState.RUNNING, 1, "w1")
+    assert task.start_at is not None
+
+
+def test_claim_of_a_stale_attempt_loses():
+    task = make_task(state=TaskState.RETRYING, attempts=2)
+    assert not LongTimeTask.objects.claim(task.id, attempt=2, worker="w")  # the message of attempt 2, again
+    assert LongTimeTask.objects.claim(task.id, attempt=3, worker="w")
+    assert state_of(task) == (TaskState.RUNNING, 3)
+
+
+def test_start_at_keeps_the_first_attempts_time():
+    first_start = timezone.now() - timedelta(minutes=5)
+    task = make_task(state=TaskState.RETRYING, attempts=1, start_at=first_start)
+    assert LongTimeTask.objects.claim(task.id, attempt=2, worker="w")
+    task.refresh_from_db()
+    assert task.start_at == first_start
+
+
+def test_finish_and_fail_only_from_running_of_the_same_attempt():
+    task = make_task(state=TaskState.RUNNING, attempts=2)
+    assert not LongTimeTask.objects.finish(task.id, attempt=1, result={"x": 1})
+    assert LongTimeTask.objects.finish(task.id, attempt=2, result={"x": 1})
+    assert not LongTimeTask.objects.fail(task.id, attempt=2, message="late", code="handler_error")
+    task.refresh_from_db()
+    assert (task.state, task.result, task.error_message) == (TaskState.FINISHED, {"x": 1}, None)
+
+
+@pytest.mark.parametrize("terminal", [TaskState.FINISHED, TaskState.FAILED])
+def test_terminal_states_never_change(terminal):
+    task = make_task(state=terminal, attempts=1)
+    objects = LongTimeTask.objects
+    assert not objects.claim(task.id, attempt=2, worker="w")
+    assert not objects.finish(task.id, attempt=1, result=1)
+    assert not objects.fail(task.id, attempt=1, message="m", code="c")
+    assert not objects.fail(task.id, attempt=None, message="m", code="c")
+    assert not objects.schedule_retry(task.id, attempt=1, retry_at=timezone.now(), message="m", code="c")
+    assert state_of(task) == (terminal, 1)
+
+
+def test_schedule_retry_shows_the_wait_and_the_last_error():
+    task = make_task(state=TaskState.RUNNING, attempts=1)
+    when = timezone.now() + timedelta(seconds=30)
+    assert LongTimeTask.objects.schedule_retry(
+        task.id, attempt=1, retry_at=when, message="ConnectionError: x", code="handler_error"
+    )
+    task.refresh_from_db()
+    assert (task.state, task.attempts, task.retry_at, task.error_message) == (
+        TaskState.RETRYING,
+        1,
+        when,
+        "ConnectionError: x",
+    )
+
+
+def test_visible_to_limits_users_to_their_own_tasks(user, other_user, staff_user):
+    mine, theirs = make_task(owner=user), make_task(owner=other_user)
+    assert list(LongTimeTask.objects.visible_to(user)) == [mine]
+    assert set(LongTimeTask.objects.visible_to(staff_user)) == {mine, theirs}
+    assert not LongTimeTask.objects.visible_to(None).exists()

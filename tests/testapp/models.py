@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class HandlerRun(models.Model):
+    """One row per handler invocation, written by the test handlers themselves (the side effect we count)."""
+
+    task_id = models.BigIntegerField()
+    task_type = models.CharField(max_length=100)
+    attempt = models.PositiveIntegerField()
+    routing_key = models.CharField(max_length=100, blank=True, default="")
+    pid = models.IntegerField()
+    db_backend_pid = models.IntegerField(null=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]

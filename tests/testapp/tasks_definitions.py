@@ -1,0 +1,100 @@
+"""Task types used by the tests. Discovered like any project's: by being an installed app's tasks_definitions."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from celery import current_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connection
+
+from long_time_task.registry import LongTimeTaskRegister
+
+from .models import HandlerRun
+
+
+def record(task_id: int, task_type: str) -> HandlerRun:
+    request = current_task.request if current_task else None
+    args = list(getattr(request, "args", None) or [])
+    delivery = getattr(request, "delivery_info", None) or {}
+    backend_pid = None
+    if connection.vendor == "postgresql":
+        connection.ensure_connection()
+        backend_pid = connection.connection.info.backend_pid
+    return HandlerRun.objects.create(
+        task_id=task_id,
+        task_type=task_type,
+        attempt=int(args[1]) if len(args) > 1 else 0,
+        routing_key=str(delivery.get("routing_key") or ""),
+        pid=os.getpid(),
+        db_backend_pid=backend_pid,
+    )
+
+
+@LongTimeTaskRegister.register(task_type="test_echo", description="Echo the params", timeout=30, soft_timeout=20)
+def echo(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    record(task_id, "test_echo")
+    return {"echo": params, "task_id": task_id}
+
+
+@LongTimeTaskRegister.register(task_type="test_heavy", timeout=30, soft_timeout=20, queue="heavy")
+def heavy(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    run = record(task_id, "test_heavy")
+    return {"routing_key": run.routing_key}
+
+
+@LongTimeTaskRegister.register(task_type="test_fail", timeout=30, soft_timeout=20, max_retries=3)
+def fail(task_id: int, params: dict[str, Any]) -> None:
+    record(task_id, "test_fail")
+    raise ValueError(params.get("message", "boom"))
+
+
+@LongTimeTaskRegister.register(
+    task_type="test_flaky",
+    timeout=30,
+    soft_timeout=20,
+    max_retries=3,
+    retry_delay=1,
+    retry_backoff=False,
+    param_schema={"type": "object", "properties": {"failures": {"type": "integer", "minimum": 0}}},
+)
+def flaky(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Fails with a retryable error for the first ``failures`` attempts, then succeeds."""
+    record(task_id, "test_flaky")
+    runs = HandlerRun.objects.filter(task_id=task_id).count()
+    if runs <= params.get("failures", 1):
+        raise ConnectionError(f"transient failure {runs}")
+    return {"succeeded_on_run": runs}
+
+
+@LongTimeTaskRegister.register(task_type="test_soft_timeout", timeout=5, soft_timeout=1, max_retries=3)
+def overrun(task_id: int, params: dict[str, Any]) -> None:
+    """Works (in small steps) for longer than its soft limit."""
+    record(task_id, "test_soft_timeout")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@LongTimeTaskRegister.register(task_type="test_hard_timeout", timeout=2, soft_timeout=1, max_retries=3)
+def ignores_soft_limit(task_id: int, params: dict[str, Any]) -> None:
+    """Swallows the soft limit and keeps going, so only the hard limit can stop it."""
+    record(task_id, "test_hard_timeout")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            continue
+
+
+@LongTimeTaskRegister.register(task_type="test_priority_low", timeout=30, soft_timeout=20, queue="priority", priority=1)
+def priority_low(task_id: int, params: dict[str, Any]) -> None:
+    record(task_id, "test_priority_low")
+
+
+@LongTimeTaskRegister.register(task_type="test_priority_high", timeout=30, soft_timeout=20, queue="priority", priority=10)
+def priority_high(task_id: int, params: dict[str, Any]) -> None:
+    record(task_id, "test_priority_high")

@@ -1,0 +1,91 @@
+"""Real Celery worker processes for the integration tests, and bounded polling helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], *, timeout: float, interval: float = 0.05, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """``celery -A demo worker`` in its own process group, with its log in ``log_path``."""
+
+    def __init__(
+        self,
+        *,
+        queues: str,
+        concurrency: int,
+        name: str,
+        log_path: Path,
+        env: dict[str, str],
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.queues, self.concurrency, self.name = queues, concurrency, name
+        self.log_path, self.env, self.extra_args = log_path, env, extra_args or []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout: float = 60) -> WorkerProcess:
+        args = [
+            sys.executable, "-m", "celery", "-A", "demo", "worker",
+            "-Q", self.queues, "-c", str(self.concurrency), "-P", "prefork",
+            "-n", f"{self.name}@%h", "-l", "INFO",
+            "--without-mingle", "--without-gossip", "--without-heartbeat",
+            *self.extra_args,
+        ]  # fmt: skip
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(self._ready, timeout=ready_timeout, interval=0.1, what=f"worker {self.name} to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker {self.name} exited early:\n{self.output()}")
+        return b" ready." in self.log_path.read_bytes()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+        self.log.close()
+
+
+def worker_env(database_name: str, **extra: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        LTT_WORKER_DATABASE_NAME=database_name,
+        PYTHONWARNINGS="ignore",
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
