@@ -59,10 +59,10 @@ class LongTimeTaskAdmin(TaskAdminBase):
     ]
     fieldsets = (
         (_("Basic information"), {"fields": ("id", "celery_task_id", "task_type", "task_params", "owner")}),
-        (_("State"), {"fields": ("state", "attempts", "worker", "queue", "priority")}),
-        (_("Times"), {"fields": ("create_at", "start_at", "finish_at", "retry_at")}),
+        (_("Status information"), {"fields": ("state", "attempts", "worker", "queue", "priority")}),
+        (_("Time information"), {"fields": ("create_at", "start_at", "finish_at", "retry_at")}),
         (
-            _("Result"),
+            _("Result information"),
             {"fields": ("result", "error_message", "error_code", "error_traceback"), "classes": ("collapse",)},
         ),
     )

@@ -1,0 +1,88 @@
+"""The seed's example task types do real work (called directly here; the e2e test runs them on a worker)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from long_time_task.conf import conf
+from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.registry import InvalidParams, LongTimeTaskRegister
+from long_time_task.tasks_definitions import analyze_data, generate_report, load_dataset, process_file
+
+
+def test_data_analysis_computes_real_statistics():
+    result = analyze_data(1, {"dataset_id": 5, "size": 500})
+    values = load_dataset(5, 500)
+    stats = result["stats"]
+    assert stats["count"] == 500
+    assert stats["mean"] == round(statistics.fmean(values), 6)
+    assert stats["median"] == round(statistics.median(values), 6)
+    assert stats["stdev"] == round(statistics.stdev(values), 6)
+    assert "histogram" not in stats
+
+
+def test_data_analysis_full_adds_histogram_and_trend_and_is_deterministic():
+    first = analyze_data(1, {"dataset_id": 9, "analysis_type": "full", "size": 1000})
+    assert first == analyze_data(2, {"dataset_id": 9, "analysis_type": "full", "size": 1000})
+    assert sum(b["count"] for b in first["stats"]["histogram"]) == 1000
+    assert first["stats"]["trend"]["slope"] > 0  # the generated series trends upwards
+    assert analyze_data(1, {"dataset_id": 10, "size": 1000}) != analyze_data(1, {"dataset_id": 9, "size": 1000})
+
+
+def test_data_analysis_reads_a_stored_dataset():
+    (conf.FILES_DIR / "datasets").mkdir()
+    (conf.FILES_DIR / "datasets" / "3.csv").write_text("1\n2\n3\n4\n")
+    stats = analyze_data(1, {"dataset_id": 3})["stats"]
+    assert (stats["count"], stats["mean"], stats["min"], stats["max"]) == (4, 2.5, 1.0, 4.0)
+
+
+def test_file_processing_converts_csv_to_json_and_json_to_csv():
+    (conf.FILES_DIR / "in.csv").write_text("a,b\n1,x\n2,y\n")
+    result = process_file(7, {"file_path": "in.csv", "output_format": "json"})
+    assert json.loads(Path(result["output_file"]).read_text()) == [{"a": "1", "b": "x"}, {"a": "2", "b": "y"}]
+    assert (result["rows"], result["columns"]) == (2, ["a", "b"])
+    (conf.FILES_DIR / "in.json").write_text(json.dumps([{"k": 1}, {"k": 2, "extra": True}]))
+    out = process_file(8, {"file_path": "in.json", "output_format": "csv"})
+    assert Path(out["output_file"]).read_text().splitlines() == ["k,extra", "1,", "2,True"]
+
+
+@pytest.mark.parametrize("path", ["../secret.csv", "/etc/passwd", "sub/../../x.csv", "link.csv"])
+def test_file_processing_refuses_paths_outside_the_files_directory(path, tmp_path):
+    (tmp_path / "secret.csv").write_text("a\n1\n")
+    (conf.FILES_DIR / "link.csv").symlink_to(tmp_path / "secret.csv")
+    config = LongTimeTaskRegister.require("file_processing")
+    with pytest.raises(InvalidParams, match="outside the files directory"):
+        config.validate_params({"file_path": path})
+    with pytest.raises(InvalidParams):
+        process_file(1, {"file_path": path})  # the handler checks again: rows can be written by anyone
+
+
+def test_file_processing_refuses_missing_and_unsupported_files():
+    (conf.FILES_DIR / "notes.txt").write_text("x")
+    config = LongTimeTaskRegister.require("file_processing")
+    with pytest.raises(InvalidParams, match="does not exist"):
+        config.validate_params({"file_path": "nope.csv"})
+    with pytest.raises(InvalidParams, match="only .csv and .json"):
+        config.validate_params({"file_path": "notes.txt"})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["html", "csv", "json"])
+def test_report_generation_writes_a_real_report_of_the_task_table(fmt):
+    LongTimeTask.objects.create(task_type="data_analysis", state=TaskState.FINISHED)
+    LongTimeTask.objects.create(task_type="data_analysis", state=TaskState.FAILED, error_code="handler_error")
+    result = generate_report(11, {"report_type": "detailed", "format": fmt})
+    assert result["report_path"].endswith(f"reports/11.{fmt}") and result["task_types"] == 1
+    data = Path(result["report_path"]).read_bytes()
+    assert len(data) == result["bytes"]
+    text = data.decode()
+    assert "data_analysis" in text
+    if fmt == "json":
+        report = json.loads(text)
+        assert report["types"][0]["states"] == {"FAILED": 1, "FINISHED": 1}
+        assert report["types"][0]["failure_rate"] == 0.5
+        assert report["recent_failures"][0]["error_code"] == "handler_error"
