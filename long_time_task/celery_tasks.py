@@ -15,7 +15,7 @@ from .executor import Executor
 logger = logging.getLogger(__name__)
 
 
-class LongTimeTaskCeleryTask(Task):  # type: ignore[misc]
+class LongTimeTaskCeleryTask(Task):  # type: ignore[type-arg]
     def on_failure(
         self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: ExceptionInfo
     ) -> None:

@@ -26,7 +26,8 @@ def check_task_queues(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         return []
     return [
         Error(
-            f"Task type {config.name!r} is routed to queue {config.queue!r}, which CELERY_TASK_QUEUES does not declare.",
+            f"Task type {config.name!r} is routed to queue {config.queue!r}, "
+            "which CELERY_TASK_QUEUES does not declare.",
             hint=f"Declared queues: {', '.join(sorted(names))}. Add the queue, or register the type on one of them.",
             id="long_time_task.E001",
         )

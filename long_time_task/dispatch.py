@@ -46,13 +46,13 @@ def publish(task: LongTimeTask, *, attempt: int, countdown: float | None = None)
     budget = conf.PUBLISH_TIMEOUT
     try:
         execute_long_time_task.apply_async(
-            args=[task.id, attempt],
+            args=(task.id, attempt),
             task_id=task.celery_task_id,
             queue=task.queue or config.queue,
-            priority=broker_priority(task.priority),
+            priority=broker_priority(task.priority),  # type: ignore[arg-type] # None: no priority
             time_limit=config.timeout,
             soft_time_limit=config.soft_timeout,
-            countdown=countdown,
+            countdown=countdown,  # type: ignore[arg-type] # None: now
             retry=True,
             retry_policy={
                 "max_retries": 2,

@@ -100,7 +100,12 @@ class Executor:
             delay = config.retry_countdown(attempt)
             retry_at = timezone.now() + timedelta(seconds=delay)
             if tasks.schedule_retry(
-                task_id, attempt=attempt, retry_at=retry_at, message=message, code=ErrorCode.HANDLER_ERROR, traceback=trace
+                task_id,
+                attempt=attempt,
+                retry_at=retry_at,
+                message=message,
+                code=ErrorCode.HANDLER_ERROR,
+                traceback=trace,
             ):
                 logger.warning("Task %s attempt %s failed (%s); retrying in %.1fs", task_id, attempt, message, delay)
                 task = tasks.only("id", "task_type", "celery_task_id", "queue", "priority").get(id=task_id)

@@ -56,7 +56,7 @@ class LongTimeTask(models.Model):
     create_at = models.DateTimeField(auto_now_add=True, db_index=True, verbose_name=_("created at"))
     start_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
     finish_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
-    error_message = models.TextField(null=True, blank=True, verbose_name=_("error message"))
+    error_message = models.TextField(null=True, blank=True, verbose_name=_("error message"))  # noqa: DJ001 - the seed's field
 
     # Added to the seed's fields.
     owner = models.ForeignKey(
@@ -102,7 +102,7 @@ class LongTimeTask(models.Model):
         return None
 
 
-TOKEN_PREFIX = "ltt_"
+TOKEN_PREFIX = "ltt_"  # noqa: S105 - a label, not a secret
 
 
 def hash_token(raw: str) -> str:

@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 if TYPE_CHECKING:
-    from .models import LongTimeTask
+    from .models import LongTimeTask  # noqa: F401 - the QuerySet's type argument
 
 
 def _states() -> Any:

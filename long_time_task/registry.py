@@ -104,7 +104,7 @@ class TaskConfig:
             if not isinstance(self.param_schema, Mapping):
                 fail("param_schema must be a JSON Schema object (a dict)")
             try:
-                validator_for(self.param_schema).check_schema(self.param_schema)
+                validator_for(self.param_schema).check_schema(dict(self.param_schema))
             except jsonschema.SchemaError as exc:
                 fail(f"param_schema is not a valid JSON Schema: {exc.message}")
             # A private copy: the caller's dict can't change a registered type behind our back.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext as _
@@ -20,7 +21,7 @@ else:
     TaskSerializer = serializers.ModelSerializer
 
 
-def _is_staff(context: dict[str, Any]) -> bool:
+def _is_staff(context: Mapping[str, Any]) -> bool:
     request = context.get("request")
     user = getattr(request, "user", None)
     return bool(user and user.is_staff)

@@ -11,6 +11,7 @@ from django.db import transaction
 from .conf import conf
 from .dispatch import publish
 from .models import LongTimeTask, TaskState
+from .querysets import LongTimeTaskQuerySet
 from .registry import InvalidParams, LongTimeTaskRegister, TaskConfig
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def submit_task(task_type: str, params: dict[str, Any] | None = None, *, owner: 
     return task
 
 
-def visible_tasks(user: Any) -> Any:
+def visible_tasks(user: Any) -> LongTimeTaskQuerySet:
     """The tasks ``user`` may see (a QuerySet)."""
     return LongTimeTask.objects.visible_to(user)
 
@@ -74,7 +75,8 @@ def get_task(task_id: int, *, user: Any) -> LongTimeTask | None:
     """The task, if it exists and ``user`` may see it; None otherwise (the two are indistinguishable)."""
     if not 0 < task_id < 2**63:
         return None
-    return visible_tasks(user).select_related("owner").filter(id=task_id).first()
+    task: LongTimeTask | None = visible_tasks(user).select_related("owner").filter(id=task_id).first()
+    return task
 
 
 def get_task_status(task_id: int, *, user: Any = None) -> dict[str, Any] | None:

@@ -114,7 +114,8 @@ def resolve_input(file_path: str) -> Path:
     candidate = (base / file_path).resolve()
     if not candidate.is_relative_to(base):
         raise InvalidParams(
-            f"Invalid params at params.file_path: {file_path!r} is outside the files directory", field="params.file_path"
+            f"Invalid params at params.file_path: {file_path!r} is outside the files directory",
+            field="params.file_path",
         )
     return candidate
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from django.utils.translation import gettext as _
 from rest_framework import status
@@ -79,4 +78,3 @@ class TaskDetailView(APIView):
         if task is None:
             raise ApiError(_("Task not found"), code="not_found", status_code=status.HTTP_404_NOT_FOUND)
         return Response({"success": True, "task": TaskDetailSerializer(task, context={"request": request}).data})
-

@@ -34,7 +34,7 @@ def test_the_seeds_wording_is_the_chinese_translation():
         assert str(LongTimeTask._meta.verbose_name) == "长耗时任务"
         assert str(LongTimeTask._meta.get_field("celery_task_id").verbose_name) == "Celery任务ID"
     with translation.override("en"):
-        assert TaskState.PENDING.label == "Pending"
+        assert str(TaskState.PENDING.label) == "Pending"
 
 
 @pytest.mark.django_db

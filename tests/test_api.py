@@ -42,7 +42,12 @@ def test_submit_writes_one_row_and_publishes_once_after_commit(api, user, django
         response = submit(api, {"task_type": "test_echo", "params": {"x": 1}})
     assert response.status_code == 201
     body = response.json()
-    assert body == {"success": True, "task_id": body["task_id"], "state": "PENDING", "message": "Task submitted successfully"}
+    assert body == {
+        "success": True,
+        "task_id": body["task_id"],
+        "state": "PENDING",
+        "message": "Task submitted successfully",
+    }
     task = LongTimeTask.objects.get()
     assert (task.id, task.owner, task.task_params, task.state) == (body["task_id"], user, {"x": 1}, TaskState.PENDING)
     assert (task.queue, task.priority) == ("default", 5)
@@ -66,8 +71,12 @@ BAD_SUBMITS = [
     pytest.param({"task_type": ["x"]}, "invalid_request", "task_type: Not a valid string.", id="list-type"),
     pytest.param({"task_type": "x" * 101}, "max_length", "task_type", id="long-type"),
     pytest.param({"task_type": "nope"}, "unknown_task_type", "Unknown task type: nope", id="unknown-type"),
-    pytest.param({"task_type": "test_echo", "params": [1]}, "invalid_params", "params must be a JSON object", id="params-list"),
-    pytest.param({"task_type": "test_echo", "params": "x"}, "invalid_params", "params must be a JSON object", id="params-str"),
+    pytest.param(
+        {"task_type": "test_echo", "params": [1]}, "invalid_params", "params must be a JSON object", id="params-list"
+    ),
+    pytest.param(
+        {"task_type": "test_echo", "params": "x"}, "invalid_params", "params must be a JSON object", id="params-str"
+    ),
     pytest.param(
         {"task_type": "data_analysis", "params": {}},
         "invalid_params",
@@ -184,7 +193,10 @@ def test_another_users_task_is_a_404_exactly_like_a_missing_one(api, other_user)
     assert hidden == missing
 
 
-@pytest.mark.parametrize("path", ["/api/tasks/abc/", "/api/tasks/-1/", "/api/tasks/0/", "/api/tasks/99999999999999999999999/", "/api/nothing/"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/tasks/abc/", "/api/tasks/-1/", "/api/tasks/0/", "/api/tasks/99999999999999999999999/", "/api/nothing/"],
+)
 def test_unknown_paths_and_ids_are_json_404s(api, path):
     assert_error(api.get(path), 404, "not_found")
 
@@ -258,7 +270,13 @@ def test_bad_list_queries_get_a_json_4xx(api, query, status, code, fragment):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("put", "/api/tasks/"), ("delete", "/api/tasks/"), ("post", "/api/tasks/list/"), ("post", "/api/tasks/1/"), ("patch", "/api/tasks/1/")],
+    [
+        ("put", "/api/tasks/"),
+        ("delete", "/api/tasks/"),
+        ("post", "/api/tasks/list/"),
+        ("post", "/api/tasks/1/"),
+        ("patch", "/api/tasks/1/"),
+    ],
 )
 def test_wrong_methods_get_a_json_405(api, method, path):
     assert_error(getattr(api, method)(path, {}, format="json"), 405, "method_not_allowed")

@@ -77,7 +77,9 @@ def settings_in_subprocess(env: dict[str, str], expression: str) -> str:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO", "DATABASE_URL", "CELERY", "PYTEST"))}
     clean.update(env)
     code = f"import demo.settings as s; print({expression})"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 

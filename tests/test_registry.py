@@ -46,9 +46,10 @@ def test_register_yields_frozen_config_with_every_field():
     assert (config.timeout, config.soft_timeout, config.max_retries, config.retry_delay) == (100, 90, 5, 7)
     assert (config.retry_backoff, config.retry_backoff_max, config.queue, config.priority) == (False, 70, "heavy", 9)
     assert config.param_schema == schema and config.retryable_exceptions == (KeyError,)
+    schema_properties: dict = schema["properties"]  # type: ignore[assignment]
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.timeout = 1  # type: ignore[misc]
-    schema["properties"]["n"]["type"] = "string"  # the caller's dict can't change the registered type
+    schema_properties["n"]["type"] = "string"  # the caller's dict can't change the registered type
     config.validate_params({"n": 1})
 
 

@@ -11,8 +11,11 @@ class HandlerRun(models.Model):
     attempt = models.PositiveIntegerField()
     routing_key = models.CharField(max_length=100, blank=True, default="")
     pid = models.IntegerField()
-    db_backend_pid = models.IntegerField(null=True)
+    db_backend_pid = models.IntegerField(null=True)  # type: ignore[misc]
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.task_type}#{self.task_id} attempt {self.attempt}"

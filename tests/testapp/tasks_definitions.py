@@ -95,6 +95,8 @@ def priority_low(task_id: int, params: dict[str, Any]) -> None:
     record(task_id, "test_priority_low")
 
 
-@LongTimeTaskRegister.register(task_type="test_priority_high", timeout=30, soft_timeout=20, queue="priority", priority=10)
+@LongTimeTaskRegister.register(
+    task_type="test_priority_high", timeout=30, soft_timeout=20, queue="priority", priority=10
+)
 def priority_high(task_id: int, params: dict[str, Any]) -> None:
     record(task_id, "test_priority_high")
