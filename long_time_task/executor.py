@@ -53,39 +53,22 @@ class Executor:
         task_type, params = tasks.filter(id=task_id).values_list("task_type", "task_params").get()
         config = LongTimeTaskRegister.get_task(task_type)
         if config is None:
-            tasks.fail(
-                task_id,
-                attempt=attempt,
-                message=f"Task type {task_type!r} is not registered in this worker",
-                code=ErrorCode.UNKNOWN_TASK_TYPE,
-            )
-            return "failed"
+            message = f"Task type {task_type!r} is not registered in this worker"
+            return self._fail(task_id, attempt, message, ErrorCode.UNKNOWN_TASK_TYPE)
 
         logger.info("Running task %s (%s), attempt %s", task_id, task_type, attempt)
         try:
             result = config.handler(task_id, params)
         except SoftTimeLimitExceeded:
-            tasks.fail(
-                task_id,
-                attempt=attempt,
-                message=f"Time limit exceeded: the task ran longer than its soft limit of {config.soft_timeout}s",
-                code=ErrorCode.SOFT_TIMEOUT,
-                traceback=tb.format_exc(),
-            )
-            return "failed"
+            message = f"Time limit exceeded: the task ran longer than its soft limit of {config.soft_timeout}s"
+            return self._fail(task_id, attempt, message, ErrorCode.SOFT_TIMEOUT, tb.format_exc())
         except Exception as exc:
             return self._handle_error(task_id, attempt, config, exc)
         try:
             check_result(result)
         except (TypeError, ValueError) as exc:
-            tasks.fail(
-                task_id,
-                attempt=attempt,
-                message=f"The handler returned a result that is not storable as JSON: {exc}",
-                code=ErrorCode.INVALID_RESULT,
-                traceback=tb.format_exc(),
-            )
-            return "failed"
+            message = f"The handler returned a result that is not storable as JSON: {exc}"
+            return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())
         if tasks.finish(task_id, attempt=attempt, result=result):
             logger.info("Task %s finished", task_id)
             return "finished"
@@ -115,9 +98,14 @@ class Executor:
         code = ErrorCode.RETRIES_EXHAUSTED if retryable else ErrorCode.HANDLER_ERROR
         if retryable:
             message = f"{message} (gave up after {attempt} attempts)"
-        tasks.fail(task_id, attempt=attempt, message=message, code=code, traceback=trace)
-        logger.error("Task %s failed: %s", task_id, message)
-        return "failed"
+        return self._fail(task_id, attempt, message, code, trace)
+
+    def _fail(self, task_id: int, attempt: int, message: str, code: str, traceback: str = "") -> str:
+        if LongTimeTask.objects.fail(task_id, attempt=attempt, message=message, code=code, traceback=traceback):
+            logger.error("Task %s failed (%s): %s", task_id, code, message)
+            return "failed"
+        logger.warning("Task %s failed, but its row had already left RUNNING", task_id)
+        return "skipped"
 
     @staticmethod
     def fail_on_hard_time_limit(task_id: int, attempt: int, timeout: float) -> bool:
