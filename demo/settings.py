@@ -156,6 +156,12 @@ REST_FRAMEWORK = {
 # ---------------------------------------------------------------- long_time_task
 LONG_TIME_TASK_FILES_DIR = Path(env_str("LONG_TIME_TASK_FILES_DIR", str(VAR_DIR / "files")))
 LONG_TIME_TASK_RESULTS_DIR = Path(env_str("LONG_TIME_TASK_RESULTS_DIR", str(VAR_DIR / "results")))
+# Reliability bounds, in seconds (see the README's "Guarantees").
+LONG_TIME_TASK_LEASE_SECONDS = float(env_str("LONG_TIME_TASK_LEASE_SECONDS", "30"))
+LONG_TIME_TASK_HEARTBEAT_INTERVAL = float(env_str("LONG_TIME_TASK_HEARTBEAT_INTERVAL", "10"))
+LONG_TIME_TASK_REAPER_INTERVAL = float(env_str("LONG_TIME_TASK_REAPER_INTERVAL", "15"))
+LONG_TIME_TASK_SWEEP_INTERVAL = float(env_str("LONG_TIME_TASK_SWEEP_INTERVAL", "15"))
+LONG_TIME_TASK_REDISPATCH_AFTER = float(env_str("LONG_TIME_TASK_REDISPATCH_AFTER", "120"))
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:
@@ -211,6 +217,21 @@ if _BROKER_SCHEME.startswith("redis") or _BROKER_SCHEME.startswith("rediss"):
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
+
+# Celery beat runs long_time_task's reaper (expired leases) and sweeper (unpublished or lost messages).
+_MAINTENANCE = {"queue": "default", "expires": max(LONG_TIME_TASK_REAPER_INTERVAL, LONG_TIME_TASK_SWEEP_INTERVAL)}
+CELERY_BEAT_SCHEDULE = {
+    "long-time-task-reaper": {
+        "task": "long_time_task.reap_expired_leases",
+        "schedule": LONG_TIME_TASK_REAPER_INTERVAL,
+        "options": _MAINTENANCE,
+    },
+    "long-time-task-sweeper": {
+        "task": "long_time_task.dispatch_due_tasks",
+        "schedule": LONG_TIME_TASK_SWEEP_INTERVAL,
+        "options": _MAINTENANCE,
+    },
+}
 
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False

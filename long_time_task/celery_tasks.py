@@ -6,13 +6,17 @@ import logging
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
-from celery import Task, shared_task
+from billiard.exceptions import WorkerLostError
+from celery import Task, shared_task, signals
 from celery.exceptions import TimeLimitExceeded
 from django.db import close_old_connections
 
+from . import recovery
 from .executor import Executor
+from .heartbeat import EXECUTOR_TASK, LeaseHeartbeat
 
 logger = logging.getLogger(__name__)
+_heartbeat: LeaseHeartbeat | None = None
 
 
 class LongTimeTaskCeleryTask(Task):  # type: ignore[type-arg]
@@ -32,7 +36,7 @@ class LongTimeTaskCeleryTask(Task):  # type: ignore[type-arg]
 @shared_task(
     bind=True,
     base=LongTimeTaskCeleryTask,
-    name="long_time_task.celery_tasks.execute_long_time_task",
+    name=EXECUTOR_TASK,
     acks_late=True,
     ignore_result=True,
 )
@@ -45,3 +49,45 @@ def execute_long_time_task(self: Task, task_id: int, attempt: int = 1) -> str:  
         return Executor(worker=str(self.request.hostname or "")).run(int(task_id), int(attempt))
     finally:
         close_old_connections()
+
+
+@shared_task(name=recovery.REAPER_TASK, ignore_result=True)
+def reap_expired_leases() -> dict[str, int]:
+    """Run by Celery beat: recover the tasks whose worker stopped renewing their lease."""
+    close_old_connections()
+    return recovery.reap_expired_leases()
+
+
+@shared_task(name=recovery.SWEEPER_TASK, ignore_result=True)
+def dispatch_due_tasks() -> int:
+    """Run by Celery beat: publish waiting tasks whose message never went out or was lost."""
+    close_old_connections()
+    return recovery.dispatch_due_tasks()
+
+
+@signals.worker_ready.connect(dispatch_uid="long_time_task.heartbeat.start")
+def _start_heartbeat(**kwargs: Any) -> None:
+    global _heartbeat
+    if _heartbeat is None:
+        _heartbeat = LeaseHeartbeat()
+        _heartbeat.start()
+
+
+@signals.worker_shutdown.connect(dispatch_uid="long_time_task.heartbeat.stop")
+def _stop_heartbeat(**kwargs: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
+
+
+@signals.task_failure.connect(dispatch_uid="long_time_task.worker_lost")
+def _on_worker_lost(
+    sender: Any = None, exception: BaseException | None = None, args: Any = None, **kwargs: Any
+) -> None:
+    # A child process died mid-task (OOM killer, SIGKILL, segfault). The main process learns it at once:
+    # recover now instead of waiting for the lease to expire.
+    if getattr(sender, "name", None) != EXECUTOR_TASK or not isinstance(exception, WorkerLostError) or not args:
+        return
+    close_old_connections()
+    attempt = int(args[1]) if len(args) > 1 else 1
+    outcome = recovery.recover_attempt(int(args[0]), attempt, "the worker process died")
+    logger.warning("Task %s lost its worker process (attempt %s): %s", args[0], attempt, outcome)

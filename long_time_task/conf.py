@@ -22,6 +22,20 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PARAMS_DEPTH": 32,
     # Seconds a broker publish may take before the submit gives up on it (the row stays PENDING).
     "PUBLISH_TIMEOUT": 2.0,
+    # A RUNNING row holds a lease this long; its worker renews it every HEARTBEAT_INTERVAL seconds.
+    # When a lease expires (worker or host lost), the reaper requeues the task or fails it.
+    "LEASE_SECONDS": 30.0,
+    "HEARTBEAT_INTERVAL": 10.0,
+    # How often Celery beat runs the reaper and the dispatch sweeper.
+    "REAPER_INTERVAL": 15.0,
+    "SWEEP_INTERVAL": 15.0,
+    # A waiting row whose message has not started after this many seconds is published again (messages
+    # lost with the broker); later re-publishes of the same row back off exponentially.
+    "REDISPATCH_AFTER": 120.0,
+    # Rows the reaper and the sweeper handle per run.
+    "MAINTENANCE_BATCH": 500,
+    # The queue of the reaper and sweeper tasks.
+    "MAINTENANCE_QUEUE": "default",
 }
 
 
@@ -59,6 +73,34 @@ class Conf:
     @property
     def PUBLISH_TIMEOUT(self) -> float:  # noqa: N802
         return float(self._get("PUBLISH_TIMEOUT"))
+
+    @property
+    def LEASE_SECONDS(self) -> float:  # noqa: N802
+        return float(self._get("LEASE_SECONDS"))
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> float:  # noqa: N802
+        return float(self._get("HEARTBEAT_INTERVAL"))
+
+    @property
+    def REAPER_INTERVAL(self) -> float:  # noqa: N802
+        return float(self._get("REAPER_INTERVAL"))
+
+    @property
+    def SWEEP_INTERVAL(self) -> float:  # noqa: N802
+        return float(self._get("SWEEP_INTERVAL"))
+
+    @property
+    def REDISPATCH_AFTER(self) -> float:  # noqa: N802
+        return float(self._get("REDISPATCH_AFTER"))
+
+    @property
+    def MAINTENANCE_BATCH(self) -> int:  # noqa: N802
+        return int(self._get("MAINTENANCE_BATCH"))
+
+    @property
+    def MAINTENANCE_QUEUE(self) -> str:  # noqa: N802
+        return str(self._get("MAINTENANCE_QUEUE"))
 
 
 conf = Conf()

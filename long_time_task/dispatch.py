@@ -62,7 +62,12 @@ def publish(task: LongTimeTask, *, attempt: int, countdown: float | None = None)
             },
         )
     except Exception:
-        # Broker down or unreachable: never turn a committed submit into an error.
-        logger.exception("Could not publish task %s (attempt %s); it stays waiting", task.id, attempt)
+        # Broker down or unreachable: never turn a committed submit into an error. The row stays waiting,
+        # due for the next sweep, which publishes it again.
+        logger.exception("Could not publish task %s (attempt %s); the sweeper will retry", task.id, attempt)
+        try:
+            type(task).objects.dispatch_failed(task.id)
+        except Exception:
+            logger.exception("Could not mark task %s for the sweeper; it is due at its redispatch time", task.id)
         return False
     return True

@@ -11,6 +11,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
+from .conf import conf
 from .dispatch import publish
 from .models import LongTimeTask
 from .registry import LongTimeTaskRegister, TaskConfig
@@ -25,6 +26,7 @@ class ErrorCode:
     TIMEOUT = "timeout"
     UNKNOWN_TASK_TYPE = "unknown_task_type"
     INVALID_RESULT = "invalid_result"
+    WORKER_LOST = "worker_lost"
 
 
 def describe(exc: BaseException) -> str:
@@ -47,7 +49,7 @@ class Executor:
     def run(self, task_id: int, attempt: int) -> str:
         """Returns what happened: claimed-and-finished, failed, retrying, or skipped."""
         tasks = LongTimeTask.objects
-        if not tasks.claim(task_id, attempt=attempt, worker=self.worker):
+        if not tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS):
             logger.info("Task %s attempt %s not claimed: already claimed, finished or gone", task_id, attempt)
             return "skipped"
         task_type, params = tasks.filter(id=task_id).values_list("task_type", "task_params").get()
@@ -86,6 +88,7 @@ class Executor:
                 task_id,
                 attempt=attempt,
                 retry_at=retry_at,
+                redispatch_at=retry_at + timedelta(seconds=conf.REDISPATCH_AFTER),
                 message=message,
                 code=ErrorCode.HANDLER_ERROR,
                 traceback=trace,

@@ -74,6 +74,11 @@ class LongTimeTask(models.Model):
     retry_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next attempt at"))
     error_code = models.CharField(max_length=50, blank=True, default="", verbose_name=_("error code"))
     error_traceback = models.TextField(blank=True, default="", verbose_name=_("traceback"))
+    # Reliability: the current attempt's start and lease, and when a waiting row is due to be published again.
+    claimed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("attempt started at"))
+    lease_expires_at = models.DateTimeField(null=True, blank=True, verbose_name=_("lease expires at"))
+    redispatch_at = models.DateTimeField(null=True, blank=True, verbose_name=_("publish again at"))
+    dispatch_count = models.PositiveIntegerField(default=0, verbose_name=_("publications"))
 
     objects: ClassVar[LongTimeTaskQuerySet] = LongTimeTaskQuerySet.as_manager()  # type: ignore[assignment]
 

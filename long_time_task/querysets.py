@@ -7,7 +7,8 @@ overwrite a newer state, and a terminal state never changes again.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
@@ -54,8 +55,11 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
     # ``attempt`` is the 1-based number of the attempt a broker message is for. ``attempts`` on the row
     # counts the attempts claimed so far, so the claim of attempt N requires ``attempts == N - 1``.
 
-    def claim(self, task_id: int, *, attempt: int, worker: str) -> bool:
-        """PENDING/RETRYING -> RUNNING for attempt ``attempt``. Loses to a duplicate or stale message."""
+    def claim(self, task_id: int, *, attempt: int, worker: str, lease: float) -> bool:
+        """PENDING/RETRYING -> RUNNING for attempt ``attempt``, holding a lease of ``lease`` seconds.
+
+        Loses to a duplicate or stale message.
+        """
         s = _states()
         now = timezone.now()
         return bool(
@@ -63,8 +67,11 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
                 state=s.RUNNING,
                 attempts=attempt,
                 start_at=Coalesce(models.F("start_at"), models.Value(now)),
+                claimed_at=now,
+                lease_expires_at=now + timedelta(seconds=lease),
                 worker=worker,
                 retry_at=None,
+                redispatch_at=None,
             )
         )
 
@@ -75,6 +82,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
             self.filter(id=task_id, state=s.RUNNING, attempts=attempt).update(
                 state=s.FINISHED,
                 finish_at=timezone.now(),
+                lease_expires_at=None,
                 result=result,
                 error_message=None,
                 error_code="",
@@ -98,20 +106,67 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
                 error_code=code,
                 error_traceback=traceback,
                 retry_at=None,
+                lease_expires_at=None,
+                redispatch_at=None,
             )
         )
 
     def schedule_retry(
-        self, task_id: int, *, attempt: int, retry_at: datetime, message: str, code: str, traceback: str = ""
+        self,
+        task_id: int,
+        *,
+        attempt: int,
+        retry_at: datetime,
+        redispatch_at: datetime,
+        message: str,
+        code: str,
+        traceback: str = "",
     ) -> bool:
-        """RUNNING -> RETRYING until ``retry_at``; the last error stays visible while it waits."""
+        """RUNNING -> RETRYING until ``retry_at``; the last error stays visible while it waits.
+
+        Also used by the reaper for an attempt whose worker was lost (``retry_at`` now).
+        """
         s = _states()
         return bool(
             self.filter(id=task_id, state=s.RUNNING, attempts=attempt).update(
                 state=s.RETRYING,
                 retry_at=retry_at,
+                redispatch_at=redispatch_at,
+                dispatch_count=0,
+                lease_expires_at=None,
                 error_message=message,
                 error_code=code,
                 error_traceback=traceback,
             )
         )
+
+    # ------------------------------------------------------------ leases and dispatch
+
+    def renew_leases(self, celery_task_ids: Iterable[str], *, lease: float) -> int:
+        """Extend the leases of the RUNNING rows behind these Celery ids (a worker's heartbeat)."""
+        ids = list(celery_task_ids)
+        if not ids:
+            return 0
+        until = timezone.now() + timedelta(seconds=lease)
+        return self.filter(celery_task_id__in=ids, state=_states().RUNNING).update(lease_expires_at=until)
+
+    def lease_expired(self, now: datetime) -> LongTimeTaskQuerySet:
+        return self.filter(state=_states().RUNNING, lease_expires_at__lt=now)
+
+    def dispatch_due(self, now: datetime) -> LongTimeTaskQuerySet:
+        """Waiting rows whose message never went out, or has not started for too long."""
+        s = _states()
+        return self.filter(state__in=[s.PENDING, s.RETRYING], redispatch_at__lte=now)
+
+    def postpone_dispatch(self, task_id: int, *, state: str, attempts: int, seen: datetime, until: datetime) -> bool:
+        """Take the right to re-publish a waiting row: only one sweeper wins, and only if nothing moved."""
+        return bool(
+            self.filter(id=task_id, state=state, attempts=attempts, redispatch_at=seen).update(
+                redispatch_at=until, dispatch_count=models.F("dispatch_count") + 1
+            )
+        )
+
+    def dispatch_failed(self, task_id: int) -> int:
+        """A publish failed: make the row due for the next sweep."""
+        s = _states()
+        return self.filter(id=task_id, state__in=[s.PENDING, s.RETRYING]).update(redispatch_at=timezone.now())

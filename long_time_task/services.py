@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from .conf import conf
 from .dispatch import publish
@@ -52,8 +54,12 @@ def submit_task(task_type: str, params: dict[str, Any] | None = None, *, owner: 
     """
     params = {} if params is None else params
     config = validate_submission(task_type, params)
+    # If the publish after commit never happens (broker down, process killed), the sweeper publishes the row
+    # once redispatch_at is due. A successful publish leaves it: one INSERT and one publish per submit.
+    redispatch_at = timezone.now() + timedelta(seconds=conf.REDISPATCH_AFTER)
     with transaction.atomic():
         task = LongTimeTask.objects.create(
+            redispatch_at=redispatch_at,
             task_type=config.name,
             task_params=params,
             state=TaskState.PENDING,

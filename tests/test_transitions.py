@@ -26,8 +26,8 @@ def test_celery_id_is_generated_before_the_insert_and_unique():
 
 def test_claim_moves_pending_to_running_once():
     task = make_task()
-    assert LongTimeTask.objects.claim(task.id, attempt=1, worker="w1")
-    assert not LongTimeTask.objects.claim(task.id, attempt=1, worker="w2")  # a duplicate delivery
+    assert LongTimeTask.objects.claim(task.id, attempt=1, worker="w1", lease=30)
+    assert not LongTimeTask.objects.claim(task.id, attempt=1, worker="w2", lease=30)  # a duplicate delivery
     task.refresh_from_db()
     assert (task.state, task.attempts, task.worker) == (TaskState.RUNNING, 1, "w1")
     assert task.start_at is not None
@@ -35,15 +35,15 @@ def test_claim_moves_pending_to_running_once():
 
 def test_claim_of_a_stale_attempt_loses():
     task = make_task(state=TaskState.RETRYING, attempts=2)
-    assert not LongTimeTask.objects.claim(task.id, attempt=2, worker="w")  # the message of attempt 2, again
-    assert LongTimeTask.objects.claim(task.id, attempt=3, worker="w")
+    assert not LongTimeTask.objects.claim(task.id, attempt=2, worker="w", lease=30)  # the message of attempt 2, again
+    assert LongTimeTask.objects.claim(task.id, attempt=3, worker="w", lease=30)
     assert state_of(task) == (TaskState.RUNNING, 3)
 
 
 def test_start_at_keeps_the_first_attempts_time():
     first_start = timezone.now() - timedelta(minutes=5)
     task = make_task(state=TaskState.RETRYING, attempts=1, start_at=first_start)
-    assert LongTimeTask.objects.claim(task.id, attempt=2, worker="w")
+    assert LongTimeTask.objects.claim(task.id, attempt=2, worker="w", lease=30)
     task.refresh_from_db()
     assert task.start_at == first_start
 
@@ -61,11 +61,12 @@ def test_finish_and_fail_only_from_running_of_the_same_attempt():
 def test_terminal_states_never_change(terminal):
     task = make_task(state=terminal, attempts=1)
     objects = LongTimeTask.objects
-    assert not objects.claim(task.id, attempt=2, worker="w")
+    assert not objects.claim(task.id, attempt=2, worker="w", lease=30)
     assert not objects.finish(task.id, attempt=1, result=1)
     assert not objects.fail(task.id, attempt=1, message="m", code="c")
     assert not objects.fail(task.id, attempt=None, message="m", code="c")
-    assert not objects.schedule_retry(task.id, attempt=1, retry_at=timezone.now(), message="m", code="c")
+    now = timezone.now()
+    assert not objects.schedule_retry(task.id, attempt=1, retry_at=now, redispatch_at=now, message="m", code="c")
     assert state_of(task) == (terminal, 1)
 
 
@@ -73,7 +74,7 @@ def test_schedule_retry_shows_the_wait_and_the_last_error():
     task = make_task(state=TaskState.RUNNING, attempts=1)
     when = timezone.now() + timedelta(seconds=30)
     assert LongTimeTask.objects.schedule_retry(
-        task.id, attempt=1, retry_at=when, message="ConnectionError: x", code="handler_error"
+        task.id, attempt=1, retry_at=when, redispatch_at=when, message="ConnectionError: x", code="handler_error"
     )
     task.refresh_from_db()
     assert (task.state, task.attempts, task.retry_at, task.error_message) == (

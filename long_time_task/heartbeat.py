@@ -1,0 +1,54 @@
+"""The lease heartbeat: a thread in each worker's main process renews the leases of the tasks it runs.
+
+One UPDATE per interval per worker, whatever its concurrency. If the worker's main process dies (SIGKILL,
+OOM, lost host), the renewals stop and the leases expire, and the reaper recovers the tasks. If only a
+child process dies, the main process drops the request at once, so its lease stops being renewed too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.db import close_old_connections, connection
+
+from .conf import conf
+
+logger = logging.getLogger(__name__)
+
+EXECUTOR_TASK = "long_time_task.celery_tasks.execute_long_time_task"
+
+
+def active_celery_ids() -> list[str]:
+    from celery.worker import state
+
+    return [request.id for request in list(state.active_requests) if request.name == EXECUTOR_TASK]
+
+
+class LeaseHeartbeat(threading.Thread):
+    def __init__(self, interval: float | None = None, lease: float | None = None) -> None:
+        super().__init__(name="long-time-task-heartbeat", daemon=True)
+        self.interval = interval if interval is not None else conf.HEARTBEAT_INTERVAL
+        self.lease = lease if lease is not None else conf.LEASE_SECONDS
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.beat()
+        connection.close()
+
+    def beat(self) -> int:
+        from .models import LongTimeTask
+
+        try:
+            close_old_connections()
+            return LongTimeTask.objects.renew_leases(active_celery_ids(), lease=self.lease)
+        except Exception:
+            # The database is down or restarting: try again next time, on a new connection. If it stays
+            # down past the lease, the reaper recovers the tasks once it is back.
+            logger.exception("Could not renew task leases")
+            connection.close()
+            return 0
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -1,0 +1,99 @@
+"""Nothing lost, nothing stuck: the reaper (expired leases) and the dispatch sweeper (unpublished rows).
+
+Both run from Celery beat (see ``beat_schedule``) and are safe to run concurrently and repeatedly: every
+change is a guarded write, and a message for a row that already moved on does nothing when it arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.utils import timezone
+
+from .conf import conf
+from .dispatch import publish
+from .executor import ErrorCode
+from .models import LongTimeTask, TaskState
+from .registry import LongTimeTaskRegister
+
+logger = logging.getLogger(__name__)
+
+REAPER_TASK = "long_time_task.reap_expired_leases"
+SWEEPER_TASK = "long_time_task.dispatch_due_tasks"
+
+
+def recover_attempt(task_id: int, attempt: int, reason: str) -> str:
+    """The worker running attempt ``attempt`` is gone: retry the task, or fail it for good.
+
+    Returns "requeued", "failed", "timeout" or "skipped" (the row had already moved on).
+    """
+    tasks = LongTimeTask.objects
+    row = tasks.filter(id=task_id, state=TaskState.RUNNING, attempts=attempt).first()
+    if row is None:
+        return "skipped"
+    config = LongTimeTaskRegister.get_task(row.task_type)
+    now = timezone.now()
+    if config is not None and row.claimed_at and row.claimed_at + timedelta(seconds=config.timeout) <= now:
+        # Killed by its hard time limit (or as good as): never retried silently.
+        message = f"Time limit exceeded: the task was killed after its hard limit of {config.timeout}s"
+        return "timeout" if tasks.fail(task_id, attempt=attempt, message=message, code=ErrorCode.TIMEOUT) else "skipped"
+    if config is None or attempt >= config.max_attempts:
+        message = f"Worker lost: {reason} during attempt {attempt} of {config.max_attempts if config else attempt}"
+        if tasks.fail(task_id, attempt=attempt, message=message, code=ErrorCode.WORKER_LOST):
+            logger.error("Task %s failed: %s", task_id, message)
+            return "failed"
+        return "skipped"
+    message = f"Worker lost: {reason} during attempt {attempt}; retrying"
+    redispatch_at = now + timedelta(seconds=conf.REDISPATCH_AFTER)
+    if not tasks.schedule_retry(
+        task_id, attempt=attempt, retry_at=now, redispatch_at=redispatch_at, message=message, code=ErrorCode.WORKER_LOST
+    ):
+        return "skipped"
+    logger.warning("Task %s: %s", task_id, message)
+    row.state, row.attempts = TaskState.RETRYING, attempt
+    publish(row, attempt=attempt + 1)
+    return "requeued"
+
+
+def reap_expired_leases() -> dict[str, int]:
+    """Requeue (or fail) every RUNNING row whose worker stopped renewing its lease."""
+    now = timezone.now()
+    expired = list(
+        LongTimeTask.objects.lease_expired(now)
+        .order_by("lease_expires_at")
+        .values_list("id", "attempts")[: conf.MAINTENANCE_BATCH]
+    )
+    counts: dict[str, int] = {}
+    for task_id, attempt in expired:
+        outcome = recover_attempt(task_id, attempt, "its lease expired")
+        counts[outcome] = counts.get(outcome, 0) + 1
+    if expired:
+        logger.warning("Reaper: %s", counts)
+    return counts
+
+
+def dispatch_due_tasks() -> int:
+    """Publish waiting rows whose message never went out (or was lost with the broker)."""
+    now = timezone.now()
+    due = LongTimeTask.objects.dispatch_due(now).order_by("redispatch_at")[: conf.MAINTENANCE_BATCH]
+    published = 0
+    fields = ("id", "task_type", "celery_task_id", "queue", "priority", "state", "attempts", "redispatch_at")
+    for task in due.only(*fields, "dispatch_count"):
+        if task.redispatch_at is None:  # narrowed by the query; for the type checker
+            continue
+        backoff = conf.REDISPATCH_AFTER * 2 ** min(task.dispatch_count, 6)
+        if not LongTimeTask.objects.postpone_dispatch(
+            task.id,
+            state=task.state,
+            attempts=task.attempts,
+            seen=task.redispatch_at,
+            until=now + timedelta(seconds=backoff),
+        ):
+            continue  # another sweeper took it, or the row moved on
+        if not publish(task, attempt=task.attempts + 1):
+            break  # the broker is down: the rest waits for the next sweep
+        published += 1
+    if published:
+        logger.warning("Sweeper: published %s waiting task(s) again", published)
+    return published
