@@ -213,7 +213,7 @@ if _BROKER_SCHEME.startswith("redis") or _BROKER_SCHEME.startswith("rediss"):
         "priority_steps": list(range(10)),
         "sep": ":",
         "queue_order_strategy": "priority",
-        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 7200),
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 43200),
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}

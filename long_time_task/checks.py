@@ -47,3 +47,54 @@ def check_db_reuse(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
             id="long_time_task.W001",
         )
     ]
+
+
+def _longest_hold(configs: Any) -> tuple[int, str]:
+    """The longest a message can stay unacknowledged: a retry's countdown, then the whole run."""
+    longest, name = 0, ""
+    for config in configs:
+        delay = config.retry_backoff_max if config.retry_backoff else config.retry_delay
+        hold = config.timeout + (delay if config.max_retries else 0)
+        if hold > longest:
+            longest, name = hold, config.name
+    return longest, name
+
+
+@register()
+def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    broker = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
+    if not broker.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://")):
+        return []
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}
+    visibility = float(options.get("visibility_timeout", 3600))  # kombu's default
+    longest, name = _longest_hold(LongTimeTaskRegister.get_all_tasks().values())
+    if visibility > longest:
+        return []
+    return [
+        Warning(
+            f"The Redis visibility_timeout ({visibility:g}s) is not above the longest hard time limit plus retry "
+            f"delay ({longest}s, task type {name!r}): Redis will redeliver messages that are still running or waiting.",
+            hint="Raise CELERY_BROKER_TRANSPORT_OPTIONS['visibility_timeout'] (CELERY_VISIBILITY_TIMEOUT in the demo). "
+            "Duplicates lose the claim, but every one costs a delivery.",
+            id="long_time_task.W002",
+        )
+    ]
+
+
+@register()
+def check_maintenance_scheduled(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    from .recovery import REAPER_TASK, SWEEPER_TASK
+
+    schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", None) or {}
+    scheduled = {entry.get("task") for entry in schedule.values() if isinstance(entry, dict)}
+    missing = [name for name in (REAPER_TASK, SWEEPER_TASK) if name not in scheduled]
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"Celery beat does not run {', '.join(missing)}: tasks of a lost worker stay RUNNING, and tasks whose "
+            "publish failed stay PENDING.",
+            hint="Add them to CELERY_BEAT_SCHEDULE (see demo/settings.py) and run `celery -A <project> beat`.",
+            id="long_time_task.W003",
+        )
+    ]

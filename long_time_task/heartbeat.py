@@ -34,6 +34,7 @@ class LeaseHeartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self._stopped.wait(self.interval):
+            close_old_connections()  # this thread's own connection: CONN_MAX_AGE and health checks
             self.beat()
         connection.close()
 
@@ -41,7 +42,6 @@ class LeaseHeartbeat(threading.Thread):
         from .models import LongTimeTask
 
         try:
-            close_old_connections()
             return LongTimeTask.objects.renew_leases(active_celery_ids(), lease=self.lease)
         except Exception:
             # The database is down or restarting: try again next time, on a new connection. If it stays
