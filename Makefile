@@ -4,11 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run migrate test test-fast lint format messages clean
+.PHONY: help venv run migrate test test-fast test-faults reliability lint format messages clean
 
 help:
 	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all)"
 	@echo "make test    - the whole test suite (real PostgreSQL and Redis when they answer)"
+	@echo "make test-faults - only the fault-injection suite (tests/faults)"
+	@echo "make reliability - run the fault suite and write docs/reliability.md"
 	@echo "make lint    - ruff check, ruff format --check, mypy"
 	@echo "make messages - recompile the translations"
 
@@ -36,13 +38,21 @@ run: migrate
 test: venv
 	$(BIN)/python -m pytest
 
+test-faults: venv
+	LTT_FAULTS_CONTROL_SERVICES=1 $(BIN)/python -m pytest tests/faults
+
+reliability: venv
+	mkdir -p var
+	LTT_FAULTS_CONTROL_SERVICES=1 LTT_RELIABILITY_RESULTS=var/reliability.json $(BIN)/python -m pytest tests/faults
+	$(BIN)/python scripts/reliability_report.py var/reliability.json docs/reliability.md
+
 test-fast: venv
-	$(BIN)/python -m pytest -m "not services" --ignore=tests/test_e2e_embedded.py
+	$(BIN)/python -m pytest -m "not services" --ignore=tests/test_e2e_embedded.py --ignore=tests/faults
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy long_time_task demo tests
+	$(BIN)/mypy long_time_task demo tests scripts
 
 format: venv
 	$(BIN)/ruff check --fix .

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
@@ -85,3 +87,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for the subprocesses the tests start
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[redis.Redis]:
+    """The tests' Redis database (15 by default), emptied before and after the session."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def worker_database(django_db_setup: Any, django_db_blocker: Any) -> str:
+    """The name of the test database, for worker processes to connect to (services required)."""
+    require_services()
+    from django.db import connection
+
+    return str(connection.settings_dict["NAME"])

@@ -69,14 +69,19 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout)
+        try:  # children left behind by a main process killed with SIGKILL
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+        except ProcessLookupError:
+            pass
         self.log.close()
 
 

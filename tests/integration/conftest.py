@@ -5,9 +5,7 @@ from typing import Any
 
 import pytest
 import redis
-from django.conf import settings
 
-from tests.conftest import require_services
 from tests.workers import WorkerProcess, worker_env
 
 
@@ -15,23 +13,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.path):
             item.add_marker(pytest.mark.services)
-
-
-@pytest.fixture(scope="session")
-def broker() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.flushdb()  # a dedicated database (15 by default): nothing queued by an earlier run
-    yield client
-    client.flushdb()
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def worker_database(django_db_setup: Any, django_db_blocker: Any) -> str:
-    require_services()
-    from django.db import connection
-
-    return str(connection.settings_dict["NAME"])
 
 
 @pytest.fixture(scope="session")

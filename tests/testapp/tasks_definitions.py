@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -100,3 +101,21 @@ def priority_low(task_id: int, params: dict[str, Any]) -> None:
 )
 def priority_high(task_id: int, params: dict[str, Any]) -> None:
     record(task_id, "test_priority_high")
+
+
+@LongTimeTaskRegister.register(task_type="fault_work", timeout=30, soft_timeout=25, max_retries=3, retry_delay=1)
+def fault_work(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """Records its run (the side effect the fault suite counts), then works for ``seconds``."""
+    record(task_id, "fault_work")
+    seconds = float(params.get("seconds", 1))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"slept": seconds}
+
+
+@LongTimeTaskRegister.register(task_type="fault_kill_worker", timeout=30, soft_timeout=25, max_retries=2)
+def kill_own_process(task_id: int, params: dict[str, Any]) -> None:
+    """A poison task: kills the process running it, every time."""
+    record(task_id, "fault_kill_worker")
+    os.kill(os.getpid(), signal.SIGKILL)
