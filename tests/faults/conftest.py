@@ -128,9 +128,13 @@ def redis_answers() -> bool:
         return False
 
 
-def require_service_control() -> None:
+def service_control_allowed() -> bool:
     """Stopping Redis and restarting PostgreSQL is fine on CI's machine, not on a developer's laptop."""
-    if not (settings.CI or os.environ.get("LTT_FAULTS_CONTROL_SERVICES") == "1"):
+    return bool(settings.CI or os.environ.get("LTT_FAULTS_CONTROL_SERVICES") == "1")
+
+
+def require_service_control() -> None:
+    if not service_control_allowed():
         pytest.skip("stops or restarts a shared service: runs under CI=true or LTT_FAULTS_CONTROL_SERVICES=1")
 
 
@@ -158,9 +162,9 @@ def start_redis() -> None:
 
 
 def restart_postgres() -> None:
+    """Restart PostgreSQL under everyone's feet (this process's open connection included)."""
     require_service_control()
     version = sorted(os.listdir("/etc/postgresql"))[-1]
-    connection.close()
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
         check=True,

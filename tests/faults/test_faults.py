@@ -11,17 +11,21 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
+from django.db import connection
 from django.db.models import Count
 
 from long_time_task import services
-from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.models import ApiToken, LongTimeTask, TaskState
+from tests.test_e2e_embedded import call, free_port
 from tests.testapp.models import HandlerRun
-from tests.workers import wait_for
+from tests.workers import ROOT, wait_for
 
-from .conftest import judge, kill, restart_postgres, rows, settle, start_redis, stop_redis
+from .conftest import judge, kill, restart_postgres, rows, service_control_allowed, settle, start_redis, stop_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -122,24 +126,79 @@ def test_redis_emptied_with_tasks_queued(cluster, broker):
     ids = submit(15, seconds=0.2)  # no worker yet: the messages wait in Redis
     queued = sum(broker.llen(key) for key in broker.keys("default*"))  # one list per priority level
     assert queued == len(ids)
-    broker.flushdb()  # every queued message is gone
+    # Every queued message is gone. FLUSHALL where the services are ours to break, else our database only.
+    command = "FLUSHALL" if service_control_allowed() else "FLUSHDB"
+    broker.flushall() if command == "FLUSHALL" else broker.flushdb()
     fault_end = time.monotonic()
     cluster.worker(concurrency=2)
     cluster.beat()
-    outcome = judge("Redis emptied (FLUSHDB) with tasks queued", ids, f"{len(ids)} queued messages deleted",
+    outcome = judge(f"Redis emptied ({command}) with tasks queued", ids, f"{len(ids)} queued messages deleted",
                     settle(ids, fault_end))  # fmt: skip
     assert_clean(outcome, finished=15)
 
 
-def test_postgres_restart_mid_run(cluster):
+def test_postgres_restart_mid_run(cluster, user, tmp_path):
     cluster.worker(concurrency=2)
     cluster.beat()
-    ids = submit(16, seconds=0.5)
-    running_runs(ids, at_least=2)
-    restart_postgres()
+    _, token = ApiToken.issue(user)
+    port = free_port()
+    log = (tmp_path / "web.log").open("wb")
+    web = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    body = {"task_type": "fault_work", "params": {"seconds": 0.2}}
+    try:
+        wait_for(lambda: web_answers(port, token), timeout=30, interval=0.2, what="the web server")
+        ids = submit(16, seconds=0.5)
+        ids.append(call(port, token, "POST", "/api/tasks/", body)[1]["task_id"])  # the web process is connected
+        running_runs(ids, at_least=2)
+        restart_postgres()
+        connection.close()  # this test process's own connection died with the restart
+        # The web process replaces its broken connection on the next request (CONN_HEALTH_CHECKS).
+        status, answer = call(port, token, "POST", "/api/tasks/", body)
+        assert status == 201, answer
+        ids.append(answer["task_id"])
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(15)
+        log.close()
     fault_end = time.monotonic()
-    outcome = judge("PostgreSQL restarted mid-run", ids, "1 fast restart", settle(ids, fault_end))
-    assert_clean(outcome, finished=16)
+    faults = "1 fast restart, under 2 workers and a web server"
+    outcome = judge("PostgreSQL restarted mid-run", ids, faults, settle(ids, fault_end))
+    assert_clean(outcome, finished=18)
+
+
+def web_answers(port: int, token: str) -> bool:
+    try:
+        return call(port, token, "GET", "/api/tasks/")[0] == 200
+    except OSError:
+        return False
+
+
+def test_web_process_killed_between_commit_and_publish(cluster):
+    # A web process commits three rows, then dies before its on-commit publish runs.
+    script = (
+        "import os\n"
+        "from django.db import transaction\n"
+        "from long_time_task import services\n"
+        "with transaction.atomic():\n"
+        "    transaction.on_commit(lambda: os._exit(0))  # runs first: right after COMMIT, before the publishes\n"
+        "    ids = [services.submit_task('fault_work', {'seconds': 0.2}).id for _ in range(3)]\n"
+        "    print(','.join(map(str, ids)), flush=True)\n"
+    )
+    env = cluster.env()
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ids = [int(i) for i in result.stdout.strip().splitlines()[-1].split(",")]
+    fault_end = time.monotonic()
+    assert [t.state for t in rows(ids)] == [TaskState.PENDING] * 3
+    cluster.worker(concurrency=2)
+    cluster.beat()
+    outcome = judge("web process killed between commit and publish", ids, "1 web process exited after COMMIT",
+                    settle(ids, fault_end))  # fmt: skip
+    assert_clean(outcome, finished=3)
 
 
 def test_duplicate_delivery_runs_each_attempt_once(cluster):
