@@ -59,6 +59,20 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# HTTPS. On by default when DEBUG is off (so `check --deploy` passes); each can be turned off from the
+# environment, e.g. behind a proxy that already redirects (then set DJANGO_SECURE_PROXY_SSL_HEADER=true).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -67,6 +81,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "long_time_task",
     *env_list("DEMO_EXTRA_APPS", []),
 ]
@@ -148,14 +164,44 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["long_time_task.limits.LimitedJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "long_time_task.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "django-celery-task-manage API",
+    "DESCRIPTION": "Submit long-running tasks, follow their state, list them. Every error is "
+    '`{"success": false, "error": "...", "code": "..."}`.',
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",  # served by the app itself: no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "long_time_task.openapi.add_task_type_params",
+    ],
+    "ENUM_NAME_OVERRIDES": {"TaskStateEnum": "long_time_task.models.TaskState"},
+}
+
+# The cache holds the API's throttle counters: share it between web processes in production.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["DJANGO_CACHE_URL"]}
+        if os.environ.get("DJANGO_CACHE_URL")
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
 }
 
 # ---------------------------------------------------------------- long_time_task
 LONG_TIME_TASK_FILES_DIR = Path(env_str("LONG_TIME_TASK_FILES_DIR", str(VAR_DIR / "files")))
 LONG_TIME_TASK_RESULTS_DIR = Path(env_str("LONG_TIME_TASK_RESULTS_DIR", str(VAR_DIR / "results")))
+# API limits.
+LONG_TIME_TASK_SUBMIT_RATE = env_str("LONG_TIME_TASK_SUBMIT_RATE", "60/min") or None
+LONG_TIME_TASK_MAX_UNFINISHED_PER_USER = env_int("LONG_TIME_TASK_MAX_UNFINISHED_PER_USER", 100) or None
+LONG_TIME_TASK_MAX_BODY_BYTES = env_int("LONG_TIME_TASK_MAX_BODY_BYTES", 65_536)
+LONG_TIME_TASK_MAX_PARAMS_BYTES = env_int("LONG_TIME_TASK_MAX_PARAMS_BYTES", 16_384)
 # Reliability bounds, in seconds (see the README's "Guarantees").
 LONG_TIME_TASK_LEASE_SECONDS = float(env_str("LONG_TIME_TASK_LEASE_SECONDS", "30"))
 LONG_TIME_TASK_HEARTBEAT_INTERVAL = float(env_str("LONG_TIME_TASK_HEARTBEAT_INTERVAL", "10"))
@@ -168,6 +214,13 @@ LONG_TIME_TASK_REDISPATCH_AFTER = float(env_str("LONG_TIME_TASK_REDISPATCH_AFTER
 # kombu's SQLAlchemy transport on a SQLite file, a broker that needs no server (no priorities, no broadcast).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}")
 _BROKER_SCHEME = CELERY_BROKER_URL.split("://", 1)[0]
+if _BROKER_SCHEME == "rediss" and "ssl_cert_reqs" not in CELERY_BROKER_URL:
+    # TLS to Redis: verify the server's certificate (against CELERY_BROKER_SSL_CA_CERTS, or the system CAs).
+    import ssl
+
+    CELERY_BROKER_USE_SSL: dict[str, object] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if os.environ.get("CELERY_BROKER_SSL_CA_CERTS"):
+        CELERY_BROKER_USE_SSL["ssl_ca_certs"] = os.environ["CELERY_BROKER_SSL_CA_CERTS"]
 
 # The database is the source of truth: no result backend keeps a second copy of every result.
 CELERY_RESULT_BACKEND = None

@@ -12,7 +12,7 @@ class LongTimeTaskConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import celery_tasks, checks  # noqa: F401 - registers the Celery task and the system checks
+        from . import celery_tasks, checks, openapi  # noqa: F401 - Celery tasks, system checks, OpenAPI extension
 
         # Every installed app's tasks_definitions.py, in the web process and in the worker alike.
         autodiscover_modules("tasks_definitions")

@@ -20,6 +20,13 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_PAGE_SIZE": 20,
     # Deepest nesting of params accepted at submit.
     "MAX_PARAMS_DEPTH": 32,
+    # Largest request body the API reads (413 above it), and largest params (as JSON) a task may carry.
+    "MAX_BODY_BYTES": 65_536,
+    "MAX_PARAMS_BYTES": 16_384,
+    # Submissions per user (DRF throttle rate, e.g. "60/min"; None: unlimited).
+    "SUBMIT_RATE": "60/min",
+    # Unfinished (PENDING, RUNNING, RETRYING) tasks a user may have at once (None: unlimited).
+    "MAX_UNFINISHED_PER_USER": 100,
     # Seconds a broker publish may take before the submit gives up on it (the row stays PENDING).
     "PUBLISH_TIMEOUT": 2.0,
     # A RUNNING row holds a lease this long; its worker renews it every HEARTBEAT_INTERVAL seconds.
@@ -69,6 +76,24 @@ class Conf:
     @property
     def MAX_PARAMS_DEPTH(self) -> int:  # noqa: N802
         return int(self._get("MAX_PARAMS_DEPTH"))
+
+    @property
+    def MAX_BODY_BYTES(self) -> int:  # noqa: N802
+        return int(self._get("MAX_BODY_BYTES"))
+
+    @property
+    def MAX_PARAMS_BYTES(self) -> int:  # noqa: N802
+        return int(self._get("MAX_PARAMS_BYTES"))
+
+    @property
+    def SUBMIT_RATE(self) -> str | None:  # noqa: N802
+        value = self._get("SUBMIT_RATE")
+        return str(value) if value else None
+
+    @property
+    def MAX_UNFINISHED_PER_USER(self) -> int | None:  # noqa: N802
+        value = self._get("MAX_UNFINISHED_PER_USER")
+        return int(value) if value else None
 
     @property
     def PUBLISH_TIMEOUT(self) -> float:  # noqa: N802

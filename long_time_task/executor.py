@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from .conf import conf
 from .dispatch import publish
+from .exceptions import TaskError
 from .models import LongTimeTask
 from .registry import LongTimeTaskRegister, TaskConfig
 
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 class ErrorCode:
     HANDLER_ERROR = "handler_error"
+    TEMPORARY_ERROR = "temporary_error"
     RETRIES_EXHAUSTED = "retries_exhausted"
     SOFT_TIMEOUT = "soft_timeout"
     TIMEOUT = "timeout"
@@ -68,8 +70,8 @@ class Executor:
             return self._handle_error(task_id, attempt, config, exc)
         try:
             check_result(result)
-        except (TypeError, ValueError) as exc:
-            message = f"The handler returned a result that is not storable as JSON: {exc}"
+        except (TypeError, ValueError):
+            message = "The task returned a result that cannot be stored as JSON."
             return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())
         if tasks.finish(task_id, attempt=attempt, result=result):
             logger.info("Task %s finished", task_id)
@@ -78,8 +80,10 @@ class Executor:
         return "skipped"
 
     def _handle_error(self, task_id: int, attempt: int, config: TaskConfig, exc: Exception) -> str:
+        # The owner sees error_message and error_code; the exception's own text (which may hold internal
+        # details) is in the traceback, shown to staff only. A TaskError's message is meant for the owner.
         tasks = LongTimeTask.objects
-        message, trace = describe(exc), tb.format_exc()
+        trace = tb.format_exc()
         retryable = config.is_retryable(exc)
         if retryable and attempt < config.max_attempts:
             delay = config.retry_countdown(attempt)
@@ -89,18 +93,25 @@ class Executor:
                 attempt=attempt,
                 retry_at=retry_at,
                 redispatch_at=retry_at + timedelta(seconds=conf.REDISPATCH_AFTER),
-                message=message,
-                code=ErrorCode.HANDLER_ERROR,
+                message=f"Attempt {attempt} failed with a temporary error; retrying.",
+                code=ErrorCode.TEMPORARY_ERROR,
                 traceback=trace,
             ):
-                logger.warning("Task %s attempt %s failed (%s); retrying in %.1fs", task_id, attempt, message, delay)
+                logger.warning(
+                    "Task %s attempt %s failed (%s); retrying in %.1fs", task_id, attempt, describe(exc), delay
+                )
                 task = tasks.only("id", "task_type", "celery_task_id", "queue", "priority").get(id=task_id)
                 publish(task, attempt=attempt + 1, countdown=delay)
                 return "retrying"
             return "skipped"
-        code = ErrorCode.RETRIES_EXHAUSTED if retryable else ErrorCode.HANDLER_ERROR
-        if retryable:
-            message = f"{message} (gave up after {attempt} attempts)"
+        if isinstance(exc, TaskError):
+            message, code = exc.message, exc.code
+        elif retryable:
+            message = f"The task failed with a temporary error {attempt} times and was given up."
+            code = ErrorCode.RETRIES_EXHAUSTED
+        else:
+            message, code = "The task failed with an unexpected error.", ErrorCode.HANDLER_ERROR
+        logger.error("Task %s attempt %s raised %s", task_id, attempt, describe(exc))
         return self._fail(task_id, attempt, message, code, trace)
 
     def _fail(self, task_id: int, attempt: int, message: str, code: str, traceback: str = "") -> str:

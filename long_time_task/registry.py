@@ -70,6 +70,8 @@ class TaskConfig:
     retryable_exceptions: tuple[type[BaseException], ...] = field(default_factory=_default_retryable)
     # Extra checks beyond JSON Schema (e.g. a path must stay inside a directory). Raises InvalidParams.
     param_validator: Callable[[dict[str, Any]], None] | None = None
+    # Who may submit this type: a permission name ("app_label.codename"); None lets every user submit it.
+    permission: str | None = None
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -111,6 +113,8 @@ class TaskConfig:
             object.__setattr__(self, "param_schema", copy.deepcopy(dict(self.param_schema)))
         if self.param_validator is not None and not callable(self.param_validator):
             fail("param_validator must be callable")
+        if self.permission is not None and (not isinstance(self.permission, str) or self.permission.count(".") != 1):
+            fail(f"permission must be 'app_label.codename', not {self.permission!r}")
 
     @property
     def task_type(self) -> str:
@@ -133,6 +137,9 @@ class TaskConfig:
                 raise InvalidParams(f"Invalid params at {path}: {error.message}", field=path)
         if self.param_validator is not None:
             self.param_validator(params)
+
+    def may_submit(self, user: Any) -> bool:
+        return self.permission is None or bool(user and user.has_perm(self.permission))
 
     def is_retryable(self, exc: BaseException) -> bool:
         from celery.exceptions import SoftTimeLimitExceeded
@@ -182,6 +189,7 @@ class LongTimeTaskRegister:
         param_schema: Mapping[str, Any] | None = None,
         retryable_exceptions: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError),
         param_validator: Callable[[dict[str, Any]], None] | None = None,
+        permission: str | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated ``handler(task_id, params) -> result`` as ``task_type``.
 
@@ -204,6 +212,7 @@ class LongTimeTaskRegister:
                 param_schema=param_schema,
                 retryable_exceptions=retryable_exceptions,
                 param_validator=param_validator,
+                permission=permission,
             )
             cls.add(config)
             return func

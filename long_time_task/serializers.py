@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext as _
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 
 from .conf import conf
 from .models import LongTimeTask, TaskState
@@ -28,10 +29,24 @@ def _is_staff(context: Mapping[str, Any]) -> bool:
 
 
 class SubmitSerializer(Serializer):
-    task_type = serializers.CharField(max_length=100)
-    params = serializers.JSONField(required=False, default=dict)
+    task_type = serializers.CharField(max_length=100, help_text="A registered task type (GET /api/task-types/).")
+    params = serializers.JSONField(
+        required=False, default=dict, help_text="The task's parameters: a JSON object matching its param_schema."
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            # Queue, priority and the rest are decided by the server: say so instead of ignoring them.
+            raise serializers.ValidationError(
+                serializers.ErrorDetail(_("Unknown field(s): %s.") % ", ".join(unknown), code="unknown_field")
+            )
+        request = self.context.get("request")
+        config = LongTimeTaskRegister.get_task(attrs["task_type"])
+        if config is not None and not config.may_submit(getattr(request, "user", None)):
+            raise PermissionDenied(
+                _("You may not submit tasks of type %(type)s.") % {"type": config.name}, code="permission_denied"
+            )
         try:
             validate_submission(attrs["task_type"], attrs["params"])
         except UnknownTaskType as exc:
@@ -119,3 +134,73 @@ class TaskDetailSerializer(TaskSerializer):
             data["worker"] = instance.worker
             data["celery_task_id"] = instance.celery_task_id
         return data
+
+
+# ---------------------------------------------------------------- response envelopes (documentation)
+
+
+class ErrorResponseSerializer(Serializer):
+    success = serializers.BooleanField(default=False)
+    error = serializers.CharField(help_text="What is wrong, in words.")
+    code = serializers.CharField(help_text="A stable code, e.g. invalid_params, not_found, throttled.")
+
+
+class SubmitResponseSerializer(Serializer):
+    success = serializers.BooleanField()
+    task_id = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=TaskState.choices)
+    message = serializers.CharField()
+
+
+class TaskDetailDocSerializer(TaskDetailSerializer):
+    """The detail shape, with the fields that appear only in some states or for staff."""
+
+    result = serializers.JSONField(required=False, allow_null=True, help_text="When FINISHED.")
+    error_message = serializers.CharField(
+        required=False, help_text="When FAILED or RETRYING: a message safe to show the owner."
+    )
+    error_code = serializers.CharField(required=False, help_text="When FAILED or RETRYING.")
+    error_traceback = serializers.CharField(required=False, help_text="Staff only.")
+    worker = serializers.CharField(required=False, help_text="Staff only.")
+    celery_task_id = serializers.CharField(required=False, help_text="Staff only.")
+
+    class Meta(TaskDetailSerializer.Meta):
+        fields = [
+            *TaskDetailSerializer.Meta.fields,
+            "result",
+            "error_message",
+            "error_code",
+            "error_traceback",
+            "worker",
+            "celery_task_id",
+        ]
+
+
+class TaskDetailResponseSerializer(Serializer):
+    success = serializers.BooleanField()
+    task = TaskDetailDocSerializer()
+
+
+class TaskListResponseSerializer(Serializer):
+    success = serializers.BooleanField()
+    tasks = TaskListItemSerializer(many=True)
+    total = serializers.IntegerField()
+    page = serializers.IntegerField()
+    page_size = serializers.IntegerField()
+    total_pages = serializers.IntegerField()
+
+
+class TaskTypeSerializer(Serializer):
+    task_type = serializers.CharField()
+    description = serializers.CharField()
+    queue = serializers.CharField()
+    priority = serializers.IntegerField()
+    timeout = serializers.IntegerField()
+    soft_timeout = serializers.IntegerField()
+    max_retries = serializers.IntegerField()
+    param_schema = serializers.JSONField(allow_null=True)
+
+
+class TaskTypesResponseSerializer(Serializer):
+    success = serializers.BooleanField()
+    task_types = TaskTypeSerializer(many=True)

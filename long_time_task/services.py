@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -36,14 +37,31 @@ def check_json_value(value: Any, *, max_depth: int, path: str = "params", depth:
             check_json_value(item, max_depth=max_depth, path=f"{path}.{index}", depth=depth + 1)
 
 
+class QuotaExceeded(Exception):  # noqa: N818
+    """The owner has too many unfinished tasks."""
+
+
 def validate_submission(task_type: Any, params: Any) -> TaskConfig:
     """Raise UnknownTaskType or InvalidParams unless ``task_type`` may run with ``params``."""
     config = LongTimeTaskRegister.require(task_type)
     if not isinstance(params, dict):
         raise InvalidParams("params must be a JSON object", field="params")
     check_json_value(params, max_depth=conf.MAX_PARAMS_DEPTH)
+    size = len(json.dumps(params, ensure_ascii=False).encode())
+    if size > conf.MAX_PARAMS_BYTES:
+        raise InvalidParams(f"params is {size} bytes as JSON; the limit is {conf.MAX_PARAMS_BYTES}", field="params")
     config.validate_params(params)
     return config
+
+
+def check_quota(owner: Any) -> None:
+    """Raise QuotaExceeded if ``owner`` already has the maximum of unfinished tasks (a soft cap: two
+    concurrent submits can both pass the count)."""
+    limit = conf.MAX_UNFINISHED_PER_USER
+    if limit is None or owner is None or not getattr(owner, "is_authenticated", False):
+        return
+    if LongTimeTask.objects.filter(owner=owner).unfinished().count() >= limit:
+        raise QuotaExceeded(f"You already have {limit} unfinished tasks; wait for some to finish.")
 
 
 def submit_task(task_type: str, params: dict[str, Any] | None = None, *, owner: Any = None) -> LongTimeTask:
@@ -54,6 +72,7 @@ def submit_task(task_type: str, params: dict[str, Any] | None = None, *, owner: 
     """
     params = {} if params is None else params
     config = validate_submission(task_type, params)
+    check_quota(owner)
     # If the publish after commit never happens (broker down, process killed), the sweeper publishes the row
     # once redispatch_at is due. A successful publish leaves it: one INSERT and one publish per submit.
     redispatch_at = timezone.now() + timedelta(seconds=conf.REDISPATCH_AFTER)

@@ -111,7 +111,12 @@ def analyze_data(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
 def resolve_input(file_path: str) -> Path:
     """``file_path`` resolved inside FILES_DIR; anything that escapes it (``..``, absolute, symlink) is refused."""
     base = conf.FILES_DIR.resolve()
-    candidate = (base / file_path).resolve()
+    try:
+        candidate = (base / file_path).resolve()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL character...
+        raise InvalidParams(
+            f"Invalid params at params.file_path: {file_path[:80]!r} is not a usable path", field="params.file_path"
+        ) from None
     if not candidate.is_relative_to(base):
         raise InvalidParams(
             f"Invalid params at params.file_path: {file_path!r} is outside the files directory",
@@ -122,7 +127,11 @@ def resolve_input(file_path: str) -> Path:
 
 def check_file_params(params: dict[str, Any]) -> None:
     path = resolve_input(params["file_path"])
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError:
+        exists = False
+    if not exists:
         raise InvalidParams(
             f"Invalid params at params.file_path: {params['file_path']!r} does not exist in the files directory",
             field="params.file_path",

@@ -43,6 +43,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _clear_cache() -> None:
+    from django.core.cache import cache
+
+    cache.clear()  # throttle counters
+
+
+@pytest.fixture(autouse=True)
 def _test_dirs(tmp_path: Any, settings: Any) -> None:
     settings.LONG_TIME_TASK_FILES_DIR = tmp_path / "files"
     settings.LONG_TIME_TASK_RESULTS_DIR = tmp_path / "results"
@@ -90,8 +97,11 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for the subprocesses the te
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[redis.Redis]:
-    """The tests' Redis database (15 by default), emptied before and after the session."""
+def broker() -> Iterator[redis.Redis | None]:
+    """The tests' Redis database (15 by default), emptied before and after the session (None without Redis)."""
+    if not str(settings.CELERY_BROKER_URL).startswith("redis"):
+        yield None
+        return
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     client.flushdb()
     yield client

@@ -55,7 +55,10 @@ def test_submit_writes_one_row_and_publishes_once_after_commit(api, user, django
 
 
 def test_submit_takes_queue_and_priority_from_the_registry(api):
-    submit(api, {"task_type": "test_priority_high", "params": {}, "queue": "default", "priority": 1})
+    response = submit(api, {"task_type": "test_priority_high", "params": {}, "queue": "default", "priority": 1})
+    assert_error(response, 400, "unknown_field", "Unknown field(s): priority, queue.")
+    assert not LongTimeTask.objects.exists()
+    submit(api, {"task_type": "test_priority_high", "params": {}})
     task = LongTimeTask.objects.get()
     assert (task.queue, task.priority) == ("priority", 10)
 

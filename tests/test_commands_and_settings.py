@@ -120,3 +120,28 @@ def test_production_without_a_secret_key_refuses_to_start(tmp_path):
         [sys.executable, "-c", "import demo.settings"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0 and "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_production_settings_pass_check_deploy(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO", "PYTEST"))}
+    clean.update(
+        DEMO_VAR_DIR=str(tmp_path),
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="k" * 20 + "-production-secret-from-the-environment-0123456789",
+        DJANGO_ALLOWED_HOSTS="tasks.example.com",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_a_rediss_broker_verifies_the_certificate(tmp_path):
+    env = {"DEMO_VAR_DIR": str(tmp_path), "CELERY_BROKER_URL": "rediss://:pw@redis.internal:6380/0",
+           "CELERY_BROKER_SSL_CA_CERTS": "/etc/ssl/ca.pem"}  # fmt: skip
+    out = settings_in_subprocess(
+        env, "s.CELERY_BROKER_USE_SSL['ssl_cert_reqs'].name, s.CELERY_BROKER_USE_SSL['ssl_ca_certs']"
+    )
+    assert out == "CERT_REQUIRED /etc/ssl/ca.pem"

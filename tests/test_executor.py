@@ -48,13 +48,13 @@ def test_a_second_delivery_of_the_same_attempt_does_not_run_the_handler():
     assert HandlerRun.objects.filter(task_id=task.id).count() == 1
 
 
-def test_non_retryable_error_fails_with_type_message_and_traceback(published):
-    task = new("test_fail", {"message": "bad input"})
+def test_non_retryable_error_fails_with_a_safe_message_and_the_traceback_for_staff(published):
+    task = new("test_fail", {"message": "password=hunter2 in the DSN"})
     assert run(task) == "failed"
     task.refresh_from_db()
     assert (task.state, task.error_code) == (TaskState.FAILED, "handler_error")
-    assert task.error_message == "ValueError: bad input"
-    assert "Traceback" in task.error_traceback and "raise ValueError" in task.error_traceback
+    assert task.error_message == "The task failed with an unexpected error."  # no internal text
+    assert "Traceback" in task.error_traceback and "ValueError: password=hunter2 in the DSN" in task.error_traceback
     assert published == []
 
 
@@ -62,8 +62,9 @@ def test_retryable_error_waits_in_retrying_and_publishes_the_next_attempt(publis
     task = new("test_flaky", {"failures": 1})
     assert run(task) == "retrying"
     task.refresh_from_db()
-    assert (task.state, task.attempts, task.error_code) == (TaskState.RETRYING, 1, "handler_error")
-    assert task.retry_at is not None and task.error_message == "ConnectionError: transient failure 1"
+    assert (task.state, task.attempts, task.error_code) == (TaskState.RETRYING, 1, "temporary_error")
+    assert task.retry_at is not None and task.error_message == "Attempt 1 failed with a temporary error; retrying."
+    assert "ConnectionError: transient failure 1" in task.error_traceback
     assert published == [(task.id, 2, 1.0)]
     assert run(task, attempt=2) == "finished"
     task.refresh_from_db()
@@ -77,8 +78,25 @@ def test_retries_stop_after_max_retries(published):
     assert outcomes == ["retrying", "retrying", "retrying", "failed"]
     task.refresh_from_db()
     assert (task.state, task.attempts, task.error_code) == (TaskState.FAILED, 4, "retries_exhausted")
-    assert "gave up after 4 attempts" in task.error_message
+    assert task.error_message == "The task failed with a temporary error 4 times and was given up."
     assert [attempt for _, attempt, _ in published] == [2, 3, 4]
+
+
+def test_a_task_error_shows_its_own_message_and_code(published):
+    from long_time_task.registry import LongTimeTaskRegister
+
+    with LongTimeTaskRegister.isolated():
+        LongTimeTaskRegister.register(task_type="t_task_error")(raises_task_error)
+        task = new("t_task_error")
+        assert run(task) == "failed"
+    task.refresh_from_db()
+    assert (task.error_message, task.error_code) == ("Dataset 42 is empty", "empty_dataset")
+
+
+def raises_task_error(task_id: int, params: dict) -> None:
+    from long_time_task.exceptions import TaskError
+
+    raise TaskError("Dataset 42 is empty", code="empty_dataset")
 
 
 def test_unregistered_task_type_fails_clearly():

@@ -16,6 +16,7 @@ class HandlerRun(models.Model):
 
     class Meta:
         ordering = ["id"]
+        permissions = [("run_restricted", "Can submit the test_restricted task type")]
 
     def __str__(self) -> str:
         return f"{self.task_type}#{self.task_id} attempt {self.attempt}"

@@ -119,3 +119,10 @@ def kill_own_process(task_id: int, params: dict[str, Any]) -> None:
     """A poison task: kills the process running it, every time."""
     record(task_id, "fault_kill_worker")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@LongTimeTaskRegister.register(
+    task_type="test_restricted", timeout=30, soft_timeout=20, permission="testapp.run_restricted"
+)
+def restricted(task_id: int, params: dict[str, Any]) -> None:
+    record(task_id, "test_restricted")

@@ -1,0 +1,58 @@
+"""The OpenAPI schema's submit request, documented per task type from the registry's JSON Schemas."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+from .registry import LongTimeTaskRegister
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = "long_time_task.authentication.ApiTokenAuthentication"
+    name = "apiToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "`Authorization: Bearer <token>` (or `Token <token>`); `manage.py create_api_token`.",
+        }
+
+
+def _component_name(task_type: str) -> str:
+    return "Submit_" + "".join(part.capitalize() for part in task_type.replace("-", "_").split("_"))
+
+
+def add_task_type_params(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: the submit body becomes a ``oneOf`` over the task types the
+    schema's reader may submit, discriminated by ``task_type``, each with its own ``params`` schema."""
+    user = getattr(request, "user", None)
+    configs = [c for c in LongTimeTaskRegister.get_all_tasks().values() if user is None or c.may_submit(user)]
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    refs = {}
+    for config in sorted(configs, key=lambda c: c.name):
+        params = copy.deepcopy(dict(config.param_schema)) if config.param_schema else {"type": "object"}
+        params.pop("$schema", None)
+        params.setdefault("type", "object")
+        name = _component_name(config.name)
+        components[name] = {
+            "type": "object",
+            "description": config.description,
+            "properties": {"task_type": {"type": "string", "enum": [config.name]}, "params": params},
+            "required": ["task_type", "params"] if params.get("required") else ["task_type"],
+            "additionalProperties": False,
+        }
+        refs[config.name] = f"#/components/schemas/{name}"
+    submit: dict[str, Any] = {"oneOf": [{"$ref": ref} for ref in refs.values()]}
+    if refs:
+        submit["discriminator"] = {"propertyName": "task_type", "mapping": refs}
+    for path in result.get("paths", {}).values():
+        body = path.get("post", {}).get("requestBody")
+        if not body or path["post"].get("operationId") != "tasks_submit":
+            continue
+        for media in body.get("content", {}).values():
+            media["schema"] = submit
+    return result

@@ -1,0 +1,78 @@
+"""schemathesis against /api/schema/ of a running server: generated requests (valid and invalid), with an
+authenticated user, must never get a 5xx, an undocumented status code, or a body that breaks the schema.
+
+The server runs on the test PostgreSQL database when there is one (some 500s only exist there, such as a
+NUL character in a JSON column), else on the embedded SQLite default.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from long_time_task.models import ApiToken, LongTimeTask
+
+from .test_e2e_embedded import call, embedded_env, free_port, manage
+from .workers import ROOT, wait_for, worker_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MAX_EXAMPLES = 30
+CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+
+
+def server_env(tmp_path: Path, django_user_model: Any) -> tuple[dict[str, str], str]:
+    """An environment for the server, and a token of a user with one finished task."""
+    if connection.vendor == "postgresql":
+        env = worker_env(str(connection.settings_dict["NAME"]))
+        user = django_user_model.objects.create_user("fuzzer", password="fuzzer-password")
+        LongTimeTask.objects.create(task_type="test_echo", owner=user, state="FINISHED", result={"ok": 1})
+        token = ApiToken.issue(user)[1]
+    else:
+        env = embedded_env(tmp_path / "var")
+        manage(env, "migrate", "--noinput", "-v0")
+        manage(env, "setup_demo")
+        token = manage(env, "create_api_token", "demo").strip().splitlines()[-1]
+    env["LONG_TIME_TASK_SUBMIT_RATE"] = ""  # the fuzzer submits fast; throttling has its own test
+    return env, token
+
+
+def test_fuzzing_the_api_finds_no_server_error_and_no_schema_violation(tmp_path, django_user_model, broker):
+    env, token = server_env(tmp_path, django_user_model)
+    port = free_port()
+    log = (tmp_path / "web.log").open("wb")
+    web = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: up(port, token), timeout=30, interval=0.2, what="the web server")
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "schemathesis"), "run",
+                f"http://127.0.0.1:{port}/api/schema/?format=json",
+                "-H", f"Authorization: Bearer {token}",
+                "--checks", CHECKS, "--max-examples", str(MAX_EXAMPLES), "--seed", "1",
+                "--request-timeout", "30",
+            ],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        web.terminate()
+        web.wait(15)
+        log.close()
+    summary = result.stdout[-3000:]
+    assert result.returncode == 0, summary
+    assert " passed" in summary and "failure" not in summary.split("SUMMARY")[-1], summary
+
+
+def up(port: int, token: str) -> bool:
+    try:
+        return call(port, token, "GET", "/api/tasks/")[0] == 200
+    except OSError:
+        return False
