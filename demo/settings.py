@@ -214,6 +214,8 @@ LONG_TIME_TASK_REDISPATCH_AFTER = float(env_str("LONG_TIME_TASK_REDISPATCH_AFTER
 # kombu's SQLAlchemy transport on a SQLite file, a broker that needs no server (no priorities, no broadcast).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}")
 _BROKER_SCHEME = CELERY_BROKER_URL.split("://", 1)[0]
+# A submit must not hang on a dead broker: give up connecting after this many seconds (the row stays PENDING).
+CELERY_BROKER_CONNECTION_TIMEOUT = float(env_str("CELERY_BROKER_CONNECTION_TIMEOUT", "2"))
 if _BROKER_SCHEME == "rediss" and "ssl_cert_reqs" not in CELERY_BROKER_URL:
     # TLS to Redis: verify the server's certificate (against CELERY_BROKER_SSL_CA_CERTS, or the system CAs).
     import ssl
@@ -248,15 +250,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_TASK_DEFAULT_RETRY_DELAY = 60
 CELERY_TASK_MAX_RETRIES = 3
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A submit must not hang on a dead broker: give up connecting after this many seconds (the row stays PENDING).
-CELERY_BROKER_CONNECTION_TIMEOUT = float(env_str("CELERY_BROKER_CONNECTION_TIMEOUT", "2"))
 
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_DEFAULT_PRIORITY = 5
 _QUEUE_ARGUMENTS = {"x-max-priority": 10} if _BROKER_SCHEME.startswith("amqp") else None
 CELERY_TASK_QUEUES = tuple(
     Queue(name, Exchange(name), routing_key=name, queue_arguments=_QUEUE_ARGUMENTS)
-    for name in ("default", "heavy", "priority")
+    # "maintenance" carries only the reaper and the sweeper, so long tasks can never starve them.
+    for name in ("default", "heavy", "priority", "maintenance")
 )
 
 if _BROKER_SCHEME.startswith("redis") or _BROKER_SCHEME.startswith("rediss"):
@@ -267,12 +268,20 @@ if _BROKER_SCHEME.startswith("redis") or _BROKER_SCHEME.startswith("rediss"):
         "sep": ":",
         "queue_order_strategy": "priority",
         "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 43200),
+        # A broker that vanishes without closing the connection must not hang a publish (or a submit).
+        "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+        "socket_timeout": 10,
+        "socket_keepalive": True,
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
 
 # Celery beat runs long_time_task's reaper (expired leases) and sweeper (unpublished or lost messages).
-_MAINTENANCE = {"queue": "default", "expires": max(LONG_TIME_TASK_REAPER_INTERVAL, LONG_TIME_TASK_SWEEP_INTERVAL)}
+_MAINTENANCE = {
+    "queue": env_str("LONG_TIME_TASK_MAINTENANCE_QUEUE", "maintenance"),
+    "expires": max(LONG_TIME_TASK_REAPER_INTERVAL, LONG_TIME_TASK_SWEEP_INTERVAL),
+    "priority": 0 if _BROKER_SCHEME.startswith("redis") else 9,  # the highest
+}
 CELERY_BEAT_SCHEDULE = {
     "long-time-task-reaper": {
         "task": "long_time_task.reap_expired_leases",

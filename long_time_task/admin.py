@@ -95,7 +95,7 @@ class ApiTokenAdmin(TokenAdminBase):
     list_display = ["key_prefix", "user", "name", "created_at", "expires_at", "revoked_at"]
     list_select_related = ["user"]
     search_fields = ["user__username", "name", "key_prefix"]
-    readonly_fields = ["key_prefix", "key_hash", "created_at"]
+    readonly_fields = ["user", "key_prefix", "key_hash", "created_at"]
     fields = ["user", "name", "key_prefix", "key_hash", "created_at", "expires_at", "revoked_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

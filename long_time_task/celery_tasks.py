@@ -66,10 +66,11 @@ def dispatch_due_tasks() -> int:
 
 
 @signals.worker_ready.connect(dispatch_uid="long_time_task.heartbeat.start")
-def _start_heartbeat(**kwargs: Any) -> None:
+def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     global _heartbeat
     if _heartbeat is None:
-        _heartbeat = LeaseHeartbeat()
+        # The same name the executor writes into the row's ``worker`` (the task request's hostname).
+        _heartbeat = LeaseHeartbeat(worker=str(getattr(sender, "hostname", "") or ""))
         _heartbeat.start()
 
 

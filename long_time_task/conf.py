@@ -33,16 +33,11 @@ DEFAULTS: dict[str, Any] = {
     # When a lease expires (worker or host lost), the reaper requeues the task or fails it.
     "LEASE_SECONDS": 30.0,
     "HEARTBEAT_INTERVAL": 10.0,
-    # How often Celery beat runs the reaper and the dispatch sweeper.
-    "REAPER_INTERVAL": 15.0,
-    "SWEEP_INTERVAL": 15.0,
     # A waiting row whose message has not started after this many seconds is published again (messages
     # lost with the broker); later re-publishes of the same row back off exponentially.
     "REDISPATCH_AFTER": 120.0,
     # Rows the reaper and the sweeper handle per run.
     "MAINTENANCE_BATCH": 500,
-    # The queue of the reaper and sweeper tasks.
-    "MAINTENANCE_QUEUE": "default",
 }
 
 
@@ -108,24 +103,12 @@ class Conf:
         return float(self._get("HEARTBEAT_INTERVAL"))
 
     @property
-    def REAPER_INTERVAL(self) -> float:  # noqa: N802
-        return float(self._get("REAPER_INTERVAL"))
-
-    @property
-    def SWEEP_INTERVAL(self) -> float:  # noqa: N802
-        return float(self._get("SWEEP_INTERVAL"))
-
-    @property
     def REDISPATCH_AFTER(self) -> float:  # noqa: N802
         return float(self._get("REDISPATCH_AFTER"))
 
     @property
     def MAINTENANCE_BATCH(self) -> int:  # noqa: N802
         return int(self._get("MAINTENANCE_BATCH"))
-
-    @property
-    def MAINTENANCE_QUEUE(self) -> str:  # noqa: N802
-        return str(self._get("MAINTENANCE_QUEUE"))
 
 
 conf = Conf()

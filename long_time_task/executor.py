@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import DataError
 from django.utils import timezone
 
 from .conf import conf
@@ -37,9 +38,10 @@ def describe(exc: BaseException) -> str:
 
 def check_result(result: Any) -> None:
     """A result must be storable as JSON on every database (no NaN, no NUL character)."""
-    text = json.dumps(result, allow_nan=False)
-    if "\\u0000" in text:
+    text = json.dumps(result, allow_nan=False, ensure_ascii=False)
+    if "\\u0000" in text or "\x00" in text:
         raise ValueError("result contains a NUL character")
+    text.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
 
 
 class Executor:
@@ -73,7 +75,12 @@ class Executor:
         except (TypeError, ValueError):
             message = "The task returned a result that cannot be stored as JSON."
             return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())
-        if tasks.finish(task_id, attempt=attempt, result=result):
+        try:
+            finished = tasks.finish(task_id, attempt=attempt, result=result)
+        except DataError:  # a value this database refuses, which check_result did not foresee
+            message = "The task returned a result that the database cannot store."
+            return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())
+        if finished:
             logger.info("Task %s finished", task_id)
             return "finished"
         logger.warning("Task %s finished, but its row had already left RUNNING; result dropped", task_id)

@@ -26,29 +26,33 @@ def active_celery_ids() -> list[str]:
 
 
 class LeaseHeartbeat(threading.Thread):
-    def __init__(self, interval: float | None = None, lease: float | None = None) -> None:
+    def __init__(self, worker: str, interval: float | None = None, lease: float | None = None) -> None:
         super().__init__(name="long-time-task-heartbeat", daemon=True)
+        self.worker = worker
         self.interval = interval if interval is not None else conf.HEARTBEAT_INTERVAL
         self.lease = lease if lease is not None else conf.LEASE_SECONDS
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            close_old_connections()  # this thread's own connection: CONN_MAX_AGE and health checks
-            self.beat()
+        wait = self.interval
+        while not self._stopped.wait(wait):
+            # After a failed beat (database down), try again every second rather than every interval, so
+            # that leases are renewed as soon as the database is back, before the reaper sees them expired.
+            wait = self.interval if self.beat() is not None else min(1.0, self.interval)
         connection.close()
 
-    def beat(self) -> int:
+    def beat(self) -> int | None:
+        """Renew the leases; the number renewed, or None if the database could not be reached."""
         from .models import LongTimeTask
 
         try:
-            return LongTimeTask.objects.renew_leases(active_celery_ids(), lease=self.lease)
+            if not connection.in_atomic_block:  # (never, in the heartbeat thread; only in tests)
+                close_old_connections()  # this thread's own connection: CONN_MAX_AGE and health checks
+            return LongTimeTask.objects.renew_leases(active_celery_ids(), worker=self.worker, lease=self.lease)
         except Exception:
-            # The database is down or restarting: try again next time, on a new connection. If it stays
-            # down past the lease, the reaper recovers the tasks once it is back.
             logger.exception("Could not renew task leases")
             connection.close()
-            return 0
+            return None
 
     def stop(self) -> None:
         self._stopped.set()

@@ -27,7 +27,10 @@ class LimitedJSONParser(JSONParser):
         data = stream.read(limit + 1) if stream is not None else b""
         if len(data) > limit:
             raise RequestTooLarge(_("The request body is larger than %(limit)s bytes.") % {"limit": limit})
-        return super().parse(io.BytesIO(data), media_type, parser_context)
+        try:
+            return super().parse(io.BytesIO(data), media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(_("JSON parse error - the body is nested too deeply.")) from None
 
 
 class SubmitRateThrottle(UserRateThrottle):

@@ -12,11 +12,23 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
-from django.db.models.functions import Coalesce
+from django.db.models import ExpressionWrapper
+from django.db.models.functions import Coalesce, Greatest, Now
 from django.utils import timezone
 
 if TYPE_CHECKING:
     from .models import LongTimeTask  # noqa: F401 - the QuerySet's type argument
+
+
+def db_now_plus(seconds: float) -> Any:
+    """The database's current time plus ``seconds``, as an expression."""
+    return ExpressionWrapper(Now() + models.Value(timedelta(seconds=seconds)), output_field=models.DateTimeField())
+
+
+def storable(text: str, limit: int | None = None) -> str:
+    """Text any database accepts: NULs and lone surrogates escaped, cut to ``limit`` characters."""
+    clean = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return clean[:limit] if limit else clean
 
 
 def _states() -> Any:
@@ -61,14 +73,13 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         Loses to a duplicate or stale message.
         """
         s = _states()
-        now = timezone.now()
         return bool(
             self.filter(id=task_id, state__in=[s.PENDING, s.RETRYING], attempts=attempt - 1).update(
                 state=s.RUNNING,
                 attempts=attempt,
-                start_at=Coalesce(models.F("start_at"), models.Value(now)),
-                claimed_at=now,
-                lease_expires_at=now + timedelta(seconds=lease),
+                start_at=Coalesce(models.F("start_at"), Now()),
+                claimed_at=Now(),
+                lease_expires_at=db_now_plus(lease),
                 worker=worker,
                 retry_at=None,
                 redispatch_at=None,
@@ -102,9 +113,9 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
             rows.update(
                 state=s.FAILED,
                 finish_at=timezone.now(),
-                error_message=message,
-                error_code=code,
-                error_traceback=traceback,
+                error_message=storable(message),
+                error_code=storable(code, 50),
+                error_traceback=storable(traceback),
                 retry_at=None,
                 lease_expires_at=None,
                 redispatch_at=None,
@@ -134,24 +145,28 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
                 redispatch_at=redispatch_at,
                 dispatch_count=0,
                 lease_expires_at=None,
-                error_message=message,
-                error_code=code,
-                error_traceback=traceback,
+                error_message=storable(message),
+                error_code=storable(code, 50),
+                error_traceback=storable(traceback),
             )
         )
 
     # ------------------------------------------------------------ leases and dispatch
 
-    def renew_leases(self, celery_task_ids: Iterable[str], *, lease: float) -> int:
-        """Extend the leases of the RUNNING rows behind these Celery ids (a worker's heartbeat)."""
+    def renew_leases(self, celery_task_ids: Iterable[str], *, worker: str, lease: float) -> int:
+        """Extend the leases of ``worker``'s RUNNING rows behind these Celery ids (its heartbeat).
+
+        Lease times are the database's clock, never a worker's, so clock skew between hosts cannot expire
+        a live lease or keep a dead one.
+        """
         ids = list(celery_task_ids)
         if not ids:
             return 0
-        until = timezone.now() + timedelta(seconds=lease)
-        return self.filter(celery_task_id__in=ids, state=_states().RUNNING).update(lease_expires_at=until)
+        rows = self.filter(celery_task_id__in=ids, state=_states().RUNNING, worker=worker)
+        return rows.update(lease_expires_at=db_now_plus(lease))
 
-    def lease_expired(self, now: datetime) -> LongTimeTaskQuerySet:
-        return self.filter(state=_states().RUNNING, lease_expires_at__lt=now)
+    def lease_expired(self) -> LongTimeTaskQuerySet:
+        return self.filter(state=_states().RUNNING, lease_expires_at__lt=Now())
 
     def dispatch_due(self, now: datetime) -> LongTimeTaskQuerySet:
         """Waiting rows whose message never went out, or has not started for too long."""
@@ -169,4 +184,9 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
     def dispatch_failed(self, task_id: int) -> int:
         """A publish failed: make the row due for the next sweep."""
         s = _states()
-        return self.filter(id=task_id, state__in=[s.PENDING, s.RETRYING]).update(redispatch_at=timezone.now())
+        now = timezone.now()
+        waiting = self.filter(id=task_id, state__in=[s.PENDING, s.RETRYING])
+        # A waiting retry stays due at its retry time, not earlier.
+        return waiting.update(
+            redispatch_at=Coalesce(Greatest(models.F("retry_at"), models.Value(now)), models.Value(now))
+        )

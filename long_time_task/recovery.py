@@ -58,9 +58,8 @@ def recover_attempt(task_id: int, attempt: int, reason: str) -> str:
 
 def reap_expired_leases() -> dict[str, int]:
     """Requeue (or fail) every RUNNING row whose worker stopped renewing its lease."""
-    now = timezone.now()
     expired = list(
-        LongTimeTask.objects.lease_expired(now)
+        LongTimeTask.objects.lease_expired()
         .order_by("lease_expires_at")
         .values_list("id", "attempts")[: conf.MAINTENANCE_BATCH]
     )
@@ -81,6 +80,11 @@ def dispatch_due_tasks() -> int:
     fields = ("id", "task_type", "celery_task_id", "queue", "priority", "state", "attempts", "redispatch_at")
     for task in due.only(*fields, "dispatch_count"):
         if task.redispatch_at is None:  # narrowed by the query; for the type checker
+            continue
+        if LongTimeTaskRegister.get_task(task.task_type) is None:
+            # No worker can run it (the type was renamed or removed): fail it rather than wait forever.
+            message = f"Task type {task.task_type!r} is not registered"
+            LongTimeTask.objects.fail(task.id, attempt=None, message=message, code=ErrorCode.UNKNOWN_TASK_TYPE)
             continue
         backoff = conf.REDISPATCH_AFTER * 2 ** min(task.dispatch_count, 6)
         if not LongTimeTask.objects.postpone_dispatch(

@@ -50,7 +50,9 @@ class SubmitSerializer(Serializer):
         try:
             validate_submission(attrs["task_type"], attrs["params"])
         except UnknownTaskType as exc:
-            known = ", ".join(sorted(LongTimeTaskRegister.get_all_tasks())) or "-"
+            user = getattr(request, "user", None)
+            allowed = [c.name for c in LongTimeTaskRegister.get_all_tasks().values() if c.may_submit(user)]
+            known = ", ".join(sorted(allowed)) or "-"
             raise serializers.ValidationError(
                 {"task_type": [serializers.ErrorDetail(f"{exc} (known types: {known})", code="unknown_task_type")]}
             ) from None

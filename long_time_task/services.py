@@ -20,17 +20,25 @@ from .registry import InvalidParams, LongTimeTaskRegister, TaskConfig
 logger = logging.getLogger(__name__)
 
 
+def check_text(text: str, path: str) -> None:
+    """Text every database can store: no NUL character, no lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        raise InvalidParams(f"Invalid params at {path}: NUL characters are not allowed", field=path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParams(f"Invalid params at {path}: not valid Unicode (a lone surrogate)", field=path) from None
+
+
 def check_json_value(value: Any, *, max_depth: int, path: str = "params", depth: int = 1) -> None:
     """Reject what no database can store (NUL characters) and absurd nesting, naming the field."""
     if depth > max_depth:
         raise InvalidParams(f"Invalid params at {path}: nested deeper than {max_depth} levels", field=path)
     if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidParams(f"Invalid params at {path}: NUL characters are not allowed", field=path)
+        check_text(value, path)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
-                raise InvalidParams(f"Invalid params at {path}: NUL characters are not allowed in keys", field=path)
+            check_text(key, path)
             check_json_value(item, max_depth=max_depth, path=f"{path}.{key}", depth=depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):

@@ -185,11 +185,11 @@ def process_file(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(records)
         content = buffer.getvalue()
-    output = conf.RESULTS_DIR / "files" / f"{task_id}.{output_format}"
-    size = write_atomically(output, content)
+    relative = f"files/{task_id}.{output_format}"
+    size = write_atomically(conf.RESULTS_DIR / relative, content)
     return {
         "input_file": params["file_path"],
-        "output_file": str(output),
+        "output_file": relative,  # inside the results directory; no server path is shown to clients
         "output_format": output_format,
         "rows": len(records),
         "columns": columns,
@@ -291,10 +291,10 @@ def generate_report(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
     report_type = params.get("report_type", "summary")
     fmt = params.get("format", "html")
     report = task_report(params.get("days", 7), detailed=report_type == "detailed")
-    path = conf.RESULTS_DIR / "reports" / f"{task_id}.{fmt}"
-    size = write_atomically(path, render_report(report, fmt))
+    relative = f"reports/{task_id}.{fmt}"
+    size = write_atomically(conf.RESULTS_DIR / relative, render_report(report, fmt))
     return {
-        "report_path": str(path),
+        "report_path": relative,  # inside the results directory
         "report_type": report_type,
         "format": fmt,
         "task_types": len(report["types"]),

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from . import services
 from .errors import ApiError
 from .limits import SubmitRateThrottle
-from .registry import LongTimeTaskRegister
+from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from .serializers import (
     ErrorResponseSerializer,
     ListQuerySerializer,
@@ -109,6 +109,8 @@ class TaskSubmitView(TaskListView):
             task = services.submit_task(
                 data.validated_data["task_type"], data.validated_data["params"], owner=request.user
             )
+        except (InvalidParams, UnknownTaskType) as exc:  # e.g. the input file vanished since validation
+            raise ApiError(str(exc), code="invalid_params") from None
         except services.QuotaExceeded as exc:
             raise Throttled(wait=QUOTA_RETRY_AFTER, detail=str(exc), code="too_many_unfinished") from None
         return Response(

@@ -16,8 +16,9 @@ Each scenario submits a batch under load, injects its faults, and then judges fr
 
 - **lost**: tasks that never ran and never reached a terminal state;
 - **stuck**: tasks still `PENDING`, `RUNNING` or `RETRYING` {bound} s after the fault ended;
-- **duplicated**: (task, attempt) pairs whose handler ran more than once, counted by the handler itself
-  (it writes a row when it starts), so a second terminal outcome or a second parallel run would show here;
+- **duplicated**: (task, attempt) pairs whose handler ran more than once, plus pairs of attempts of one task
+  that ran at the same time (a later attempt started before the earlier one ended), counted by the handler
+  itself (it writes a row when it starts and stamps it when it ends);
 - **time to recover**: seconds from the end of the fault until every task of the batch was terminal.
 
 Bounds in force (seconds): {bounds}.

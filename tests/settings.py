@@ -48,10 +48,13 @@ if REDIS_AVAILABLE:
         "priority_steps": list(range(10)),
         "sep": ":",
         "queue_order_strategy": "priority",
-        "visibility_timeout": float(os.environ.get("TEST_VISIBILITY_TIMEOUT", "3600")),
+        "visibility_timeout": float(os.environ.get("TEST_VISIBILITY_TIMEOUT", "43200")),
         # Look for unacknowledged messages past their visibility timeout every second (default: 10 s).
         "unacked_restore_interval": 1,
         "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+        "socket_keepalive": True,
     }
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests  # noqa: S105

@@ -148,6 +148,14 @@ def test_bad_submits_get_a_json_400_and_write_nothing(api, payload, code, fragme
         (b'"text"', "application/json", 400, "invalid_request"),
         (b"", "application/json", 400, "invalid_request"),
         (b"\xff\xfe", "application/json", 400, "parse_error"),
+        (
+            b'{"task_type": "test_echo", "params": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+            "application/json",
+            400,
+            "parse_error",
+        ),
+        (b'{"task_type": "test_echo", "params": {"x": "\\ud800"}}', "application/json", 400, "invalid_params"),
+        (b'{"task_type": "test_echo", "params": {"\\udfff": 1}}', "application/json", 400, "invalid_params"),
         (b"task_type=test_echo", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
     ],
 )
@@ -333,8 +341,9 @@ def test_tokens_are_stored_hashed(user):
     from long_time_task.models import ApiToken
 
     token, raw = ApiToken.issue(user)
-    stored = ApiToken.objects.filter(id=token.id).values_list("key_prefix", "key_hash").get()
-    assert raw not in stored and raw[12:] not in "".join(stored)
+    prefix, key_hash = ApiToken.objects.filter(id=token.id).values_list("key_prefix", "key_hash").get()
+    assert raw[12:] not in prefix + key_hash and raw not in (prefix, key_hash)
+    assert prefix == raw[:12] and len(key_hash) == 64
 
 
 def test_session_users_need_a_csrf_token_to_submit(user):

@@ -107,12 +107,13 @@ def test_quick_start_runs_the_three_examples_on_the_embedded_default(tmp_path: P
         assert stats["count"] == 2000 and stats["min"] < stats["median"] < stats["max"]
         assert sum(b["count"] for b in stats["histogram"]) == 2000
 
-        converted = Path(tasks["file_processing"]["result"]["output_file"])
+        results_dir = tmp_path / "var" / "results"
+        converted = results_dir / tasks["file_processing"]["result"]["output_file"]
         rows = json.loads(converted.read_text())
         assert len(rows) == tasks["file_processing"]["result"]["rows"] == 36
         assert rows[0].keys() == {"city", "month", "rainfall_mm"}
 
-        report = Path(tasks["report_generation"]["result"]["report_path"])
+        report = results_dir / tasks["report_generation"]["result"]["report_path"]
         lines = report.read_text().splitlines()
         assert lines[0].startswith("task_type,total") and any(line.startswith("data_analysis,") for line in lines)
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -43,11 +42,14 @@ def test_data_analysis_reads_a_stored_dataset():
 def test_file_processing_converts_csv_to_json_and_json_to_csv():
     (conf.FILES_DIR / "in.csv").write_text("a,b\n1,x\n2,y\n")
     result = process_file(7, {"file_path": "in.csv", "output_format": "json"})
-    assert json.loads(Path(result["output_file"]).read_text()) == [{"a": "1", "b": "x"}, {"a": "2", "b": "y"}]
+    assert json.loads((conf.RESULTS_DIR / result["output_file"]).read_text()) == [
+        {"a": "1", "b": "x"},
+        {"a": "2", "b": "y"},
+    ]
     assert (result["rows"], result["columns"]) == (2, ["a", "b"])
     (conf.FILES_DIR / "in.json").write_text(json.dumps([{"k": 1}, {"k": 2, "extra": True}]))
     out = process_file(8, {"file_path": "in.json", "output_format": "csv"})
-    assert Path(out["output_file"]).read_text().splitlines() == ["k,extra", "1,", "2,True"]
+    assert (conf.RESULTS_DIR / out["output_file"]).read_text().splitlines() == ["k,extra", "1,", "2,True"]
 
 
 @pytest.mark.parametrize("path", ["../secret.csv", "/etc/passwd", "sub/../../x.csv", "link.csv"])
@@ -76,8 +78,8 @@ def test_report_generation_writes_a_real_report_of_the_task_table(fmt):
     LongTimeTask.objects.create(task_type="data_analysis", state=TaskState.FINISHED)
     LongTimeTask.objects.create(task_type="data_analysis", state=TaskState.FAILED, error_code="handler_error")
     result = generate_report(11, {"report_type": "detailed", "format": fmt})
-    assert result["report_path"].endswith(f"reports/11.{fmt}") and result["task_types"] == 1
-    data = Path(result["report_path"]).read_bytes()
+    assert result["report_path"] == f"reports/11.{fmt}" and result["task_types"] == 1
+    data = (conf.RESULTS_DIR / result["report_path"]).read_bytes()
     assert len(data) == result["bytes"]
     text = data.decode()
     assert "data_analysis" in text

@@ -99,6 +99,42 @@ def test_sweeper_publishes_due_rows_once_and_backs_off(published):
     assert due.dispatch_count == 1 and due.redispatch_at > now + timedelta(seconds=100)
 
 
+def test_sweeper_fails_rows_of_a_type_no_worker_knows(published):
+    past = timezone.now() - timedelta(seconds=1)
+    gone = LongTimeTask.objects.create(task_type="renamed_away", redispatch_at=past)
+    due = LongTimeTask.objects.create(task_type="test_echo", redispatch_at=past)
+    assert recovery.dispatch_due_tasks() == 1
+    gone.refresh_from_db()
+    assert (gone.state, gone.error_code) == (TaskState.FAILED, "unknown_task_type")
+    assert published == [(due.id, 1)]
+
+
+def test_a_failed_publish_keeps_a_waiting_retry_due_at_its_retry_time(monkeypatch):
+    from long_time_task.celery_tasks import execute_long_time_task
+
+    later = timezone.now() + timedelta(minutes=5)
+    task = LongTimeTask.objects.create(
+        task_type="test_echo", state=TaskState.RETRYING, attempts=1, retry_at=later, redispatch_at=later
+    )
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(execute_long_time_task, "apply_async", refuse)
+    assert dispatch.publish(task, attempt=2, countdown=300) is False
+    task.refresh_from_db()
+    assert task.redispatch_at == later
+
+
+def test_failure_text_is_made_storable():
+    task = running(attempts=1)
+    code = "c" * 80
+    assert LongTimeTask.objects.fail(task.id, attempt=1, message="a\x00b \ud800", code=code, traceback="t\x00")
+    task.refresh_from_db()
+    assert task.error_message == "a\\x00b \\ud800" and task.error_code == "c" * 50
+    assert task.error_traceback == "t\\x00"
+
+
 def test_sweeper_stops_at_the_first_failed_publish(monkeypatch):
     attempts: list[int] = []
 
@@ -133,16 +169,18 @@ def test_submit_schedules_the_safety_net_and_a_failed_publish_makes_the_row_due(
 
 
 def test_heartbeat_renews_only_the_running_rows_of_this_worker(monkeypatch):
-    mine = running(lease_ago=-1)
-    other = running(lease_ago=-1)
-    finished = LongTimeTask.objects.create(task_type="test_echo", state=TaskState.FINISHED)
-    ids = [mine.celery_task_id, finished.celery_task_id]
+    mine = running(lease_ago=-1, worker="w1@host")
+    not_active = running(lease_ago=-1, worker="w1@host")
+    taken_over = running(lease_ago=-1, worker="w2@host")  # requeued and claimed by another worker since
+    finished = LongTimeTask.objects.create(task_type="test_echo", state=TaskState.FINISHED, worker="w1@host")
+    ids = [mine.celery_task_id, taken_over.celery_task_id, finished.celery_task_id]
     monkeypatch.setattr(heartbeat, "active_celery_ids", lambda: ids)
-    assert heartbeat.LeaseHeartbeat(interval=1, lease=60).beat() == 1
-    mine.refresh_from_db()
-    other.refresh_from_db()
+    assert heartbeat.LeaseHeartbeat(worker="w1@host", interval=1, lease=60).beat() == 1
+    for task in (mine, not_active, taken_over):
+        task.refresh_from_db()
     assert mine.lease_expires_at > timezone.now() + timedelta(seconds=50)
-    assert other.lease_expires_at < timezone.now() + timedelta(seconds=5)
+    assert not_active.lease_expires_at < timezone.now() + timedelta(seconds=5)
+    assert taken_over.lease_expires_at < timezone.now() + timedelta(seconds=5)
 
 
 def test_visibility_timeout_check():

@@ -83,7 +83,9 @@ class Cluster:
     def env(self, **extra: Any) -> dict[str, str]:
         return worker_env(self.database, **BOUNDS, **extra)
 
-    def worker(self, *, concurrency: int = 2, queues: str = "default,heavy,priority", **extra: Any) -> WorkerProcess:
+    def worker(
+        self, *, concurrency: int = 2, queues: str = "default,heavy,priority,maintenance", **extra: Any
+    ) -> WorkerProcess:
         n = len(self.processes)
         worker = WorkerProcess(
             queues=queues,
@@ -200,6 +202,16 @@ def judge(scenario: str, ids: list[int], faults: str, recover_seconds: float) ->
     tasks = rows(ids)
     runs = HandlerRun.objects.filter(task_id__in=ids)
     duplicated = runs.values("task_id", "attempt").annotate(n=Count("id")).filter(n__gt=1).count()
+    # Two attempts of one task running at the same time: a later attempt started before an earlier one ended.
+    timeline: dict[int, list[HandlerRun]] = {}
+    for run in runs.order_by("attempt"):
+        timeline.setdefault(run.task_id, []).append(run)
+    duplicated += sum(
+        1
+        for task_runs in timeline.values()
+        for earlier, later in zip(task_runs, task_runs[1:], strict=False)
+        if earlier.ended is not None and later.at < earlier.ended
+    )
     ran = set(runs.values_list("task_id", flat=True))
     states: dict[str, int] = {}
     for task in tasks:

@@ -13,6 +13,7 @@ class HandlerRun(models.Model):
     pid = models.IntegerField()
     db_backend_pid = models.IntegerField(null=True)  # type: ignore[misc]
     at = models.DateTimeField(auto_now_add=True)
+    ended = models.DateTimeField(null=True)  # type: ignore[misc]  # set by handlers that record their end (fault_work)
 
     class Meta:
         ordering = ["id"]

@@ -10,6 +10,7 @@ from typing import Any
 from celery import current_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
+from django.db.models.functions import Now
 
 from long_time_task.registry import LongTimeTaskRegister
 
@@ -106,11 +107,12 @@ def priority_high(task_id: int, params: dict[str, Any]) -> None:
 @LongTimeTaskRegister.register(task_type="fault_work", timeout=30, soft_timeout=25, max_retries=3, retry_delay=1)
 def fault_work(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
     """Records its run (the side effect the fault suite counts), then works for ``seconds``."""
-    record(task_id, "fault_work")
+    run = record(task_id, "fault_work")
     seconds = float(params.get("seconds", 1))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(0.05)
+    HandlerRun.objects.filter(id=run.id).update(ended=Now())  # to detect attempts running in parallel
     return {"slept": seconds}
 
 
