@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
 from celery import Task, shared_task, signals
 from celery.exceptions import TimeLimitExceeded
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from . import recovery
+from .conf import conf
 from .executor import Executor
 from .heartbeat import EXECUTOR_TASK, LeaseHeartbeat
 
@@ -42,12 +44,26 @@ class LongTimeTaskCeleryTask(Task):  # type: ignore[type-arg]
 )
 def execute_long_time_task(self: Task, task_id: int, attempt: int = 1) -> str:  # type: ignore[type-arg]
     """Run attempt ``attempt`` of the LongTimeTask row ``task_id``."""
-    # The connection is kept across tasks (CELERY_DB_REUSE_MAX), but CONN_MAX_AGE is honoured and a
-    # connection that broke (e.g. the database restarted) is replaced, before and after every task.
-    close_old_connections()
+    maybe_refresh_connection()
     try:
         return Executor(worker=str(self.request.hostname or "")).run(int(task_id), int(attempt))
     finally:
+        if connection.errors_occurred:
+            close_old_connections()  # checks the connection now, and drops it if it is broken
+
+
+_last_refresh = 0.0
+
+
+def maybe_refresh_connection() -> None:
+    """Keep one connection per process across tasks (CELERY_DB_REUSE_MAX), but every
+    CONNECTION_CHECK_INTERVAL seconds honour CONN_MAX_AGE and let the health check run. Checking before
+    every task would cost a ``SELECT 1`` per task; a connection that broke in between (the database
+    restarted) is replaced by the claim's retry instead."""
+    global _last_refresh
+    now = time.monotonic()
+    if now - _last_refresh >= conf.CONNECTION_CHECK_INTERVAL:
+        _last_refresh = now
         close_old_connections()
 
 

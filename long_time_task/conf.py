@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     # A waiting row whose message has not started after this many seconds is published again (messages
     # lost with the broker); later re-publishes of the same row back off exponentially.
     "REDISPATCH_AFTER": 120.0,
+    # How often a worker process lets Django check its database connection (CONN_MAX_AGE, health check).
+    "CONNECTION_CHECK_INTERVAL": 10.0,
     # Rows the reaper and the sweeper handle per run.
     "MAINTENANCE_BATCH": 500,
 }
@@ -105,6 +107,10 @@ class Conf:
     @property
     def REDISPATCH_AFTER(self) -> float:  # noqa: N802
         return float(self._get("REDISPATCH_AFTER"))
+
+    @property
+    def CONNECTION_CHECK_INTERVAL(self) -> float:  # noqa: N802
+        return float(self._get("CONNECTION_CHECK_INTERVAL"))
 
     @property
     def MAINTENANCE_BATCH(self) -> int:  # noqa: N802

@@ -9,13 +9,14 @@ from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from .conf import conf
 from .dispatch import publish
 from .exceptions import TaskError
 from .models import LongTimeTask
+from .querysets import ClaimedTask
 from .registry import LongTimeTaskRegister, TaskConfig
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,16 @@ class Executor:
     def run(self, task_id: int, attempt: int) -> str:
         """Returns what happened: claimed-and-finished, failed, retrying, or skipped."""
         tasks = LongTimeTask.objects
-        if not tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS):
+        try:
+            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
+        except (OperationalError, InterfaceError):
+            # The connection broke (the database restarted since the last task): once more, on a new one.
+            connection.close()
+            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
+        if claimed is None:
             logger.info("Task %s attempt %s not claimed: already claimed, finished or gone", task_id, attempt)
             return "skipped"
-        task_type, params = tasks.filter(id=task_id).values_list("task_type", "task_params").get()
+        task_type, params = claimed.task_type, claimed.task_params
         config = LongTimeTaskRegister.get_task(task_type)
         if config is None:
             message = f"Task type {task_type!r} is not registered in this worker"
@@ -69,7 +76,7 @@ class Executor:
             message = f"Time limit exceeded: the task ran longer than its soft limit of {config.soft_timeout}s"
             return self._fail(task_id, attempt, message, ErrorCode.SOFT_TIMEOUT, tb.format_exc())
         except Exception as exc:
-            return self._handle_error(task_id, attempt, config, exc)
+            return self._handle_error(claimed, attempt, config, exc)
         try:
             check_result(result)
         except (TypeError, ValueError):
@@ -86,10 +93,11 @@ class Executor:
         logger.warning("Task %s finished, but its row had already left RUNNING; result dropped", task_id)
         return "skipped"
 
-    def _handle_error(self, task_id: int, attempt: int, config: TaskConfig, exc: Exception) -> str:
+    def _handle_error(self, claimed: ClaimedTask, attempt: int, config: TaskConfig, exc: Exception) -> str:
         # The owner sees error_message and error_code; the exception's own text (which may hold internal
         # details) is in the traceback, shown to staff only. A TaskError's message is meant for the owner.
         tasks = LongTimeTask.objects
+        task_id = claimed.id
         trace = tb.format_exc()
         retryable = config.is_retryable(exc)
         if retryable and attempt < config.max_attempts:
@@ -107,7 +115,13 @@ class Executor:
                 logger.warning(
                     "Task %s attempt %s failed (%s); retrying in %.1fs", task_id, attempt, describe(exc), delay
                 )
-                task = tasks.only("id", "task_type", "celery_task_id", "queue", "priority").get(id=task_id)
+                task = LongTimeTask(
+                    id=task_id,
+                    task_type=claimed.task_type,
+                    celery_task_id=claimed.celery_task_id,
+                    queue=claimed.queue,
+                    priority=claimed.priority,
+                )
                 publish(task, attempt=attempt + 1, countdown=delay)
                 return "retrying"
             return "skipped"

@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
 import jsonschema
@@ -120,6 +121,14 @@ class TaskConfig:
     def task_type(self) -> str:
         return self.name
 
+    @cached_property
+    def _validator(self) -> Any:
+        """The JSON Schema validator, built once per type (not per submit)."""
+        if self.param_schema is None:
+            return None
+        cls = validator_for(self.param_schema)
+        return cls(self.param_schema, format_checker=cls.FORMAT_CHECKER)
+
     @property
     def max_attempts(self) -> int:
         return self.max_retries + 1
@@ -128,10 +137,8 @@ class TaskConfig:
         """Raise InvalidParams, naming the offending field, unless ``params`` is acceptable."""
         if not isinstance(params, dict):
             raise InvalidParams("params must be a JSON object", field="params")
-        if self.param_schema is not None:
-            cls = validator_for(self.param_schema)
-            validator = cls(self.param_schema, format_checker=cls.FORMAT_CHECKER)
-            error = best_match(validator.iter_errors(params))
+        if self._validator is not None:
+            error = best_match(self._validator.iter_errors(params))
             if error is not None:
                 path = ".".join(["params", *(str(part) for part in error.absolute_path)])
                 raise InvalidParams(f"Invalid params at {path}: {error.message}", field=path)

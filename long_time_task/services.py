@@ -84,17 +84,18 @@ def submit_task(task_type: str, params: dict[str, Any] | None = None, *, owner: 
     # If the publish after commit never happens (broker down, process killed), the sweeper publishes the row
     # once redispatch_at is due. A successful publish leaves it: one INSERT and one publish per submit.
     redispatch_at = timezone.now() + timedelta(seconds=conf.REDISPATCH_AFTER)
-    with transaction.atomic():
-        task = LongTimeTask.objects.create(
-            redispatch_at=redispatch_at,
-            task_type=config.name,
-            task_params=params,
-            state=TaskState.PENDING,
-            owner=owner if owner is not None and getattr(owner, "is_authenticated", False) else None,
-            queue=config.queue,
-            priority=config.priority,
-        )
-        transaction.on_commit(functools.partial(publish, task, attempt=1))
+    # One INSERT, in its own implicit transaction (no BEGIN/COMMIT round trips), or in the caller's: then the
+    # publish waits for the caller's commit.
+    task = LongTimeTask.objects.create(
+        redispatch_at=redispatch_at,
+        task_type=config.name,
+        task_params=params,
+        state=TaskState.PENDING,
+        owner=owner if owner is not None and getattr(owner, "is_authenticated", False) else None,
+        queue=config.queue,
+        priority=config.priority,
+    )
+    transaction.on_commit(functools.partial(publish, task, attempt=1))
     logger.info("Task %s submitted: %s", task.id, task_type)
     return task
 

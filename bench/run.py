@@ -1,0 +1,259 @@
+"""The throughput benchmark: raw Celery (the ceiling), this project's tracked tasks, and Celery with
+django-celery-results, side by side on the same broker, database, concurrency and machine.
+
+    python -m bench.run [--n 2000] [--reps 3] [--concurrency 2] [--out bench/results.json]
+
+For each repetition the systems run in a rotated (interleaved) order, each twice:
+- split: enqueue N tasks with no worker running (enqueue rate), then start a worker and drain them (drain rate);
+- end to end: start a worker, then enqueue N tasks while it runs (end-to-end rate, latencies).
+Every handler does the same work: one Redis round trip that counts it and records its latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEMS = ["raw", "tracked", "dcr"]
+LABELS = {
+    "raw": "raw Celery, results ignored (baseline)",
+    "tracked": "django-celery-task-manage (tracked rows)",
+    "dcr": "Celery + django-celery-results (django-db, track_started)",
+}
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+DB_NAME = "ltt_bench"
+BROKER = redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+MARKS = redis.Redis.from_url(os.environ.get("BENCH_MARK_URL", "redis://127.0.0.1:6379/13"))
+
+
+def env(system: str, concurrency: int) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(
+        DJANGO_SETTINGS_MODULE="bench.settings",
+        BENCH_SYSTEM=system,
+        BENCH_CONCURRENCY=str(concurrency),
+        PYTHONWARNINGS="ignore",
+    )
+    return e
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def setup() -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env("dcr", 2), check=True
+    )
+
+
+def reset() -> None:
+    with psycopg.connect(PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME, autocommit=True) as conn:
+        conn.execute("TRUNCATE long_time_task, django_celery_results_taskresult")
+    BROKER.flushdb()
+    MARKS.flushdb()
+
+
+def db_transactions() -> int:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (DB_NAME,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def settled_transactions() -> int:
+    """pg_stat_database is flushed asynchronously: read until it stops moving."""
+    last = db_transactions()
+    for _ in range(50):
+        time.sleep(0.2)
+        now = db_transactions()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def server_cpu() -> float:
+    """CPU seconds used so far by the Redis and PostgreSQL servers."""
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        name = proc.info["name"] or ""
+        if name.startswith(("redis-server", "postgres")) and proc.info["cpu_times"]:
+            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return total
+
+
+def tree_cpu(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)] if p.is_running())
+
+
+class Worker:
+    def __init__(self, system: str, concurrency: int, log: Path) -> None:
+        self.log = log
+        self.handle = log.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "demo", "worker", "-Q", "default", "-c", str(concurrency),
+             "-P", "prefork", "-l", "WARNING", "--without-mingle", "--without-gossip", "--without-heartbeat",
+             "-n", f"bench-{system}@%h"],
+            cwd=ROOT, env=env(system, concurrency), stdout=self.handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.proc = psutil.Process(self.popen.pid)
+        # -l WARNING hides the "ready" line: wait for the pool's children instead.
+        wait_until(lambda: len(self.proc.children()) >= concurrency, 60, "the worker's pool")
+        time.sleep(1.0)  # let the consumer connect before timing (the bench, not a test)
+
+    def stop(self) -> float:
+        cpu = tree_cpu(self.proc)
+        self.popen.terminate()
+        self.popen.wait(60)
+        self.handle.close()
+        return cpu
+
+
+def enqueue(system: str, n: int, concurrency: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.enqueue", system, str(n)],
+        cwd=ROOT, env=env(system, concurrency), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def finish_times() -> list[float]:
+    return sorted(float(x) for x in MARKS.lrange("bench:finished", 0, -1))
+
+
+def done() -> int:
+    return int(MARKS.get("bench:done") or 0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_once(system: str, n: int, concurrency: int, mode: str, logs: Path) -> dict[str, Any]:
+    reset()
+    xacts0, servers0 = settled_transactions(), server_cpu()
+    result: dict[str, Any] = {"system": system, "mode": mode, "n": n}
+    if mode == "split":
+        enq = enqueue(system, n, concurrency)
+        worker = Worker(system, concurrency, logs / f"{system}-{mode}.log")
+        wait_until(lambda: done() >= n, 600, f"{system} to drain")
+        finished = finish_times()
+        result["drain_rate"] = (n - 1) / (finished[-1] - finished[0])
+        result["enqueue_rate"] = n / enq["seconds"]
+    else:
+        worker = Worker(system, concurrency, logs / f"{system}-{mode}.log")
+        enq = enqueue(system, n, concurrency)
+        wait_until(lambda: done() >= n, 600, f"{system} to finish")
+        # From the first enqueue (not the enqueuing process's start-up) to the last finish.
+        result["e2e_rate"] = n / (finish_times()[-1] - enq["started_at"])
+        latencies = [float(x) for x in MARKS.lrange("bench:latency", 0, -1)]
+        result["latency_p50_ms"] = percentile(latencies, 0.50) * 1000
+        result["latency_p99_ms"] = percentile(latencies, 0.99) * 1000
+    worker_cpu = worker.stop()
+    result["cpu_per_1000"] = (worker_cpu + enq["cpu"] + server_cpu() - servers0) / n * 1000
+    result["db_xacts_per_task"] = (settled_transactions() - xacts0) / n
+    return result
+
+
+def memory(system: str, n: int, concurrency: int, logs: Path) -> dict[str, Any]:
+    reset()
+    worker = Worker(system, concurrency, logs / f"{system}-memory.log")
+    idle = tree_rss(worker.proc)
+    enqueue(system, n, concurrency)
+    wait_until(lambda: done() >= n, 900, f"{system} memory run")
+    after = tree_rss(worker.proc)
+    worker.stop()
+    return {"system": system, "n": n, "rss_idle_mb": idle / 2**20, "rss_after_mb": after / 2**20}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    metrics = ["enqueue_rate", "drain_rate", "e2e_rate", "cpu_per_1000", "db_xacts_per_task",
+               "latency_p50_ms", "latency_p99_ms"]  # fmt: skip
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for system in SYSTEMS:
+        summary[system] = {}
+        for metric in metrics:
+            values = [r[metric] for r in runs if r["system"] == system and metric in r]
+            if values:
+                summary[system][metric] = {
+                    "median": statistics.median(values),
+                    "min": min(values),
+                    "max": max(values),
+                }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--memory-n", type=int, default=10_000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args()
+    logs = ROOT / "var" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    setup()
+    runs = []
+    for rep in range(args.reps):
+        order = SYSTEMS[rep % 3 :] + SYSTEMS[: rep % 3]  # interleaved: each system leads once
+        for system in order:
+            for mode in ("split", "e2e"):
+                result = run_once(system, args.n, args.concurrency, mode, logs)
+                result["rep"] = rep
+                runs.append(result)
+                sys.stderr.write(json.dumps(result) + "\n")
+    mem = [memory(system, args.memory_n, args.concurrency, logs) for system in ("raw", "tracked")]
+    report = {
+        "command": "make bench",
+        "args": vars(args),
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "labels": LABELS,
+        "runs": runs,
+        "summary": summarise(runs),
+        "memory": mem,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""The tracked no-op task type: the same work as the raw baseline, tracked as a row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from long_time_task.registry import LongTimeTaskRegister
+
+from .marks import mark
+
+
+@LongTimeTaskRegister.register(task_type="bench_noop", timeout=60, soft_timeout=50, max_retries=0)
+def bench_noop(task_id: int, params: dict[str, Any]) -> None:
+    mark(params["sent_at"])

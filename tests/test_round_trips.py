@@ -1,0 +1,75 @@
+"""Round trips per task, pinned: one INSERT and one publish per submit, two statements per task on a worker."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from long_time_task import executor as executor_module
+from long_time_task import services
+from long_time_task.executor import Executor
+from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.registry import LongTimeTaskRegister
+
+pytestmark = pytest.mark.django_db
+
+
+def noop(task_id: int, params: dict) -> dict:
+    return {"ok": True}
+
+
+def flaky(task_id: int, params: dict) -> None:
+    raise ConnectionError("try again")
+
+
+@pytest.fixture(autouse=True)
+def types():
+    with LongTimeTaskRegister.isolated():
+        LongTimeTaskRegister.register(task_type="rt_noop", param_schema={"type": "object"})(noop)
+        LongTimeTaskRegister.register(task_type="rt_flaky", retry_delay=1, retry_backoff=False)(flaky)
+        yield
+
+
+def statements(captured: CaptureQueriesContext) -> list[str]:
+    return [q["sql"].split()[0].upper() for q in captured.captured_queries]
+
+
+def test_submit_is_one_insert_and_one_publish(settings, django_capture_on_commit_callbacks):
+    settings.LONG_TIME_TASK_MAX_UNFINISHED_PER_USER = None
+    with CaptureQueriesContext(connection) as captured, django_capture_on_commit_callbacks() as publishes:
+        services.submit_task("rt_noop", {"x": 1})
+    assert statements(captured) == ["INSERT"]
+    assert len(publishes) == 1
+
+
+def test_submit_with_the_unfinished_cap_adds_one_count(user, django_capture_on_commit_callbacks):
+    with CaptureQueriesContext(connection) as captured, django_capture_on_commit_callbacks() as publishes:
+        services.submit_task("rt_noop", {}, owner=user)
+    assert statements(captured) == ["SELECT", "INSERT"]
+    assert len(publishes) == 1
+
+
+def test_a_task_costs_two_statements_on_the_worker_claim_and_finish(django_assert_num_queries):
+    task = LongTimeTask.objects.create(task_type="rt_noop")
+    with CaptureQueriesContext(connection) as captured:
+        assert Executor(worker="w").run(task.id, 1) == "finished"
+    assert statements(captured) == ["UPDATE", "UPDATE"]
+    assert "RETURNING" in captured.captured_queries[0]["sql"].upper()
+
+
+def test_a_retry_costs_two_statements_and_one_publish(monkeypatch):
+    published = []
+    monkeypatch.setattr(executor_module, "publish", lambda task, **kw: published.append(kw) or True)
+    task = LongTimeTask.objects.create(task_type="rt_flaky")
+    with CaptureQueriesContext(connection) as captured:
+        assert Executor(worker="w").run(task.id, 1) == "retrying"
+    assert statements(captured) == ["UPDATE", "UPDATE"]
+    assert published == [{"attempt": 2, "countdown": 1.0}]
+
+
+def test_a_duplicate_message_costs_one_statement():
+    task = LongTimeTask.objects.create(task_type="rt_noop", state=TaskState.RUNNING, attempts=1)
+    with CaptureQueriesContext(connection) as captured:
+        assert Executor(worker="w").run(task.id, 1) == "skipped"
+    assert statements(captured) == ["UPDATE"]
