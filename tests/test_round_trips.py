@@ -59,8 +59,13 @@ def test_a_task_costs_two_statements_on_the_worker_claim_and_finish(django_asser
 
 
 def test_a_retry_costs_two_statements_and_one_publish(monkeypatch):
-    published = []
-    monkeypatch.setattr(executor_module, "publish", lambda task, **kw: published.append(kw) or True)
+    published: list[dict] = []
+
+    def capture(task, **kwargs):
+        published.append(kwargs)
+        return True
+
+    monkeypatch.setattr(executor_module, "publish", capture)
     task = LongTimeTask.objects.create(task_type="rt_flaky")
     with CaptureQueriesContext(connection) as captured:
         assert Executor(worker="w").run(task.id, 1) == "retrying"
