@@ -4,13 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run migrate test test-fast test-faults reliability lint format messages clean
+.PHONY: help venv run migrate test test-fast test-faults reliability bench lint format messages clean
 
 help:
 	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all)"
 	@echo "make test    - the whole test suite (real PostgreSQL and Redis when they answer)"
 	@echo "make test-faults - only the fault-injection suite (tests/faults)"
 	@echo "make reliability - run the fault suite and write docs/reliability.md"
+	@echo "make bench   - the throughput benchmark (raw Celery, tracked, django-celery-results) -> docs/performance.md"
 	@echo "make lint    - ruff check, ruff format --check, mypy"
 	@echo "make messages - recompile the translations"
 
@@ -45,6 +46,11 @@ reliability: venv
 	mkdir -p var
 	LTT_FAULTS_CONTROL_SERVICES=1 LTT_RELIABILITY_RESULTS=var/reliability.json $(BIN)/python -m pytest tests/faults
 	$(BIN)/python scripts/reliability_report.py var/reliability.json docs/reliability.md
+
+bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.report
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not services" --ignore=tests/test_e2e_embedded.py --ignore=tests/faults

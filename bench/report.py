@@ -86,6 +86,9 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
             f"{mem['n']:,} |\n"
         )
     lines.append("\nRSS of the worker's main process and its children together.\n")
+    history = ROOT / "bench" / "history.md"
+    if history.exists():
+        lines.append(history.read_text())
     (DOCS / "performance.md").write_text("".join(lines))
 
 
