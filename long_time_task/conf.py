@@ -18,6 +18,9 @@ DEFAULTS: dict[str, Any] = {
     # Largest page_size the list endpoint accepts (larger values are clamped).
     "MAX_PAGE_SIZE": 100,
     "DEFAULT_PAGE_SIZE": 20,
+    # The list counts exactly up to this many tasks, then estimates; page numbers reach this many rows deep.
+    "LIST_COUNT_CAP": 10_000,
+    "MAX_LIST_OFFSET": 10_000,
     # Deepest nesting of params accepted at submit.
     "MAX_PARAMS_DEPTH": 32,
     # Largest request body the API reads (413 above it), and largest params (as JSON) a task may carry.
@@ -69,6 +72,14 @@ class Conf:
     @property
     def DEFAULT_PAGE_SIZE(self) -> int:  # noqa: N802
         return int(self._get("DEFAULT_PAGE_SIZE"))
+
+    @property
+    def LIST_COUNT_CAP(self) -> int:  # noqa: N802
+        return int(self._get("LIST_COUNT_CAP"))
+
+    @property
+    def MAX_LIST_OFFSET(self) -> int:  # noqa: N802
+        return int(self._get("MAX_LIST_OFFSET"))
 
     @property
     def MAX_PARAMS_DEPTH(self) -> int:  # noqa: N802

@@ -67,6 +67,7 @@ class ListQuerySerializer(Serializer):
     task_type = serializers.CharField(required=False, max_length=100)
     page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=10**9)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=10**9)
+    cursor = serializers.CharField(required=False, max_length=200, help_text="next_cursor of the previous page.")
 
     def validate_page_size(self, value: int) -> int:
         # The seed clamps: page_size above the maximum gives the maximum.
@@ -190,6 +191,8 @@ class TaskListResponseSerializer(Serializer):
     page = serializers.IntegerField()
     page_size = serializers.IntegerField()
     total_pages = serializers.IntegerField()
+    total_is_estimate = serializers.BooleanField(help_text="True when total is PostgreSQL's estimate (big tables).")
+    next_cursor = serializers.CharField(allow_null=True, help_text="Pass as cursor for the next page; null at the end.")
 
 
 class TaskTypeSerializer(Serializer):

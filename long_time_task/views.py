@@ -15,8 +15,10 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from . import services
+from .conf import conf
 from .errors import ApiError
 from .limits import SubmitRateThrottle
+from .pagination import InvalidCursor, after_cursor, capped_count, encode_cursor
 from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from .serializers import (
     ErrorResponseSerializer,
@@ -41,7 +43,11 @@ def errors(*statuses: int) -> dict[int, OpenApiResponse]:
 LIST_SCHEMA: dict[str, Any] = {
     "parameters": [ListQuerySerializer],
     "responses": {200: TaskListResponseSerializer, **errors(400, 404, 405, 406)},
-    "description": "The caller's tasks (staff: everyone's), newest first. A page beyond the last answers 404.",
+    "description": (
+        "The caller's tasks (staff: everyone's), newest first. `total` is exact up to 10,000 tasks, then an "
+        "estimate (`total_is_estimate`). Page numbers reach 10,000 tasks deep; beyond, follow `next_cursor` "
+        "(pass it as `cursor`), which stays fast at any depth. A page beyond the last answers 404."
+    ),
 }
 
 
@@ -59,16 +65,33 @@ class TaskListView(APIView):
         if "task_type" in q:
             tasks = tasks.filter(task_type=q["task_type"])
         page, page_size = q["page"], q["page_size"]
-        total = tasks.count()
+        total, estimated = capped_count(tasks, conf.LIST_COUNT_CAP)
         total_pages = max(1, math.ceil(total / page_size))
-        if page > total_pages:
-            raise ApiError(
-                _("Page %(page)s is out of range: the last page is %(last)s.") % {"page": page, "last": total_pages},
-                code="page_out_of_range",
-                status_code=status.HTTP_404_NOT_FOUND,
-            )
-        offset = (page - 1) * page_size
-        rows = tasks[offset : offset + page_size]
+        if "cursor" in q:
+            if page != 1:
+                raise ApiError(_("Use either page or cursor, not both."), code="invalid_request")
+            try:
+                tasks = after_cursor(tasks, q["cursor"])
+            except InvalidCursor as exc:
+                raise ApiError(str(exc), code="invalid_cursor") from None
+            offset = 0
+        else:
+            if page > total_pages and not estimated:
+                raise ApiError(
+                    _("Page %(page)s is out of range: the last page is %(last)s.")
+                    % {"page": page, "last": total_pages},
+                    code="page_out_of_range",
+                    status_code=status.HTTP_404_NOT_FOUND,
+                )
+            offset = (page - 1) * page_size
+            if offset > conf.MAX_LIST_OFFSET:
+                raise ApiError(
+                    _("Page %(page)s is too deep for page numbers: follow next_cursor instead.") % {"page": page},
+                    code="page_too_deep",
+                )
+        rows = list(tasks[offset : offset + page_size + 1])
+        more = len(rows) > page_size
+        rows = rows[:page_size]
         return Response(
             {
                 "success": True,
@@ -77,6 +100,8 @@ class TaskListView(APIView):
                 "page": page,
                 "page_size": page_size,
                 "total_pages": total_pages,
+                "total_is_estimate": estimated,
+                "next_cursor": encode_cursor(rows[-1].create_at, rows[-1].id) if more else None,
             }
         )
 

@@ -355,3 +355,49 @@ def test_session_users_need_a_csrf_token_to_submit(user):
     client.get("/admin/login/")  # sets the csrftoken cookie
     csrf = client.cookies["csrftoken"].value
     assert submit(client, {"task_type": "test_echo"}, HTTP_X_CSRFTOKEN=csrf).status_code == 201
+
+
+# ------------------------------------------------------------------- big tables: cursor and capped count
+
+
+def test_following_next_cursor_walks_the_whole_list_in_order(api, user):
+    ids = [t.id for t in reversed(make_tasks(user, 7))]  # newest first
+    seen, cursor = [], None
+    for _ in range(10):
+        body = api.get("/api/tasks/", {"page_size": 3, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [t["id"] for t in body["tasks"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+
+
+def test_tasks_created_in_the_same_instant_are_neither_skipped_nor_repeated(api, user):
+    tasks = make_tasks(user, 5)
+    LongTimeTask.objects.filter(id__in=[t.id for t in tasks]).update(create_at=tasks[0].create_at)
+    first = api.get("/api/tasks/?page_size=2").json()
+    rest = api.get(f"/api/tasks/?page_size=10&cursor={first['next_cursor']}").json()
+    assert [t["id"] for t in first["tasks"] + rest["tasks"]] == sorted((t.id for t in tasks), reverse=True)
+
+
+def test_the_count_stops_at_its_cap_and_says_it_is_an_estimate(api, user, settings):
+    settings.LONG_TIME_TASK_LIST_COUNT_CAP = 3
+    make_tasks(user, 5)
+    body = api.get("/api/tasks/?page_size=2").json()
+    assert body["total_is_estimate"] is True and body["total"] >= 4
+    settings.LONG_TIME_TASK_LIST_COUNT_CAP = 10
+    assert api.get("/api/tasks/").json()["total_is_estimate"] is False
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("cursor=not-a-cursor", "invalid_cursor"), ("cursor=MjAyNi0wMS0wMXwx&page=2", "invalid_request")],
+)
+def test_bad_cursors_are_a_400(api, query, code):
+    assert_error(api.get(f"/api/tasks/?{query}"), 400, code)
+
+
+def test_page_numbers_stop_at_the_offset_limit(api, user, settings):
+    settings.LONG_TIME_TASK_MAX_LIST_OFFSET = 2
+    make_tasks(user, 5)
+    assert_error(api.get("/api/tasks/?page=2&page_size=3"), 400, "page_too_deep", "next_cursor")
