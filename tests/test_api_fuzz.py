@@ -18,8 +18,8 @@ from django.db import connection
 
 from long_time_task.models import ApiToken, LongTimeTask
 
-from .test_e2e_embedded import call, embedded_env, free_port, manage
-from .workers import ROOT, wait_for, worker_env
+from .test_e2e_embedded import embedded_env, manage
+from .workers import ROOT, WebServer, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,37 +45,19 @@ def server_env(tmp_path: Path, django_user_model: Any) -> tuple[dict[str, str], 
 
 def test_fuzzing_the_api_finds_no_server_error_and_no_schema_violation(tmp_path, django_user_model, broker):
     env, token = server_env(tmp_path, django_user_model)
-    port = free_port()
-    log = (tmp_path / "web.log").open("wb")
-    web = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: up(port, token), timeout=30, interval=0.2, what="the web server")
+    with WebServer(env, tmp_path / "web.log") as web:
         result = subprocess.run(
             [
                 str(Path(sys.executable).parent / "schemathesis"), "run",
-                f"http://127.0.0.1:{port}/api/schema/?format=json",
+                f"http://127.0.0.1:{web.port}/api/schema/?format=json",
                 "-H", f"Authorization: Bearer {token}",
                 "--checks", CHECKS, "--max-examples", str(MAX_EXAMPLES), "--seed", "1",
                 "--request-timeout", "30",
             ],
             cwd=ROOT, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
-    finally:
-        web.terminate()
-        web.wait(15)
-        log.close()
     summary = result.stdout[-3000:]
     if os.environ.get("LTT_FUZZ_REPORT"):  # for docs/security.md
         Path(os.environ["LTT_FUZZ_REPORT"]).write_text(summary)
     assert result.returncode == 0, summary
     assert " passed" in summary and "failure" not in summary.split("SUMMARY")[-1], summary
-
-
-def up(port: int, token: str) -> bool:
-    try:
-        return call(port, token, "GET", "/api/tasks/")[0] == 200
-    except OSError:
-        return False

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -18,13 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.workers import ROOT, WorkerProcess, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.workers import ROOT, WebServer, WorkerProcess, wait_for
 
 
 def embedded_env(var_dir: Path) -> dict[str, str]:
@@ -64,63 +57,52 @@ def test_quick_start_runs_the_three_examples_on_the_embedded_default(tmp_path: P
     token = manage(env, "create_api_token", "demo").strip().splitlines()[-1]
     assert token.startswith("ltt_")
 
-    port = free_port()
-    web_log = (tmp_path / "web.log").open("wb")
-    web = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=web_log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
     worker = WorkerProcess(
         queues="default,heavy,priority", concurrency=1, name="embedded", log_path=tmp_path / "worker.log", env=env
     )
-    try:
-        worker.start()
-        assert "sqla+sqlite" in worker.output()
+    with WebServer(env, tmp_path / "web.log") as web:
+        port = web.port
+        try:
+            worker.start()
+            assert "sqla+sqlite" in worker.output()
+            run_the_examples(port, token, tmp_path)
+        finally:
+            worker.stop()
 
-        def web_up() -> bool:
-            try:
-                return call(port, token, "GET", "/api/tasks/")[0] == 200
-            except OSError:
-                return False
 
-        wait_for(web_up, timeout=30, interval=0.2, what="the web server")
-        submissions = {
-            "data_analysis": {"dataset_id": 42, "analysis_type": "full", "size": 2000},
-            "file_processing": {"file_path": "sample.csv", "output_format": "json"},
-            "report_generation": {"report_type": "detailed", "format": "csv"},
-        }
-        ids = {}
-        for task_type, params in submissions.items():
-            status, body = call(port, token, "POST", "/api/tasks/", {"task_type": task_type, "params": params})
-            assert status == 201, body
-            ids[task_type] = body["task_id"]
+def run_the_examples(port: int, token: str, tmp_path: Path) -> None:
+    submissions = {
+        "data_analysis": {"dataset_id": 42, "analysis_type": "full", "size": 2000},
+        "file_processing": {"file_path": "sample.csv", "output_format": "json"},
+        "report_generation": {"report_type": "detailed", "format": "csv"},
+    }
+    ids = {}
+    for task_type, params in submissions.items():
+        status, body = call(port, token, "POST", "/api/tasks/", {"task_type": task_type, "params": params})
+        assert status == 201, body
+        ids[task_type] = body["task_id"]
 
-        def all_done() -> dict[str, Any] | None:
-            tasks = {name: call(port, token, "GET", f"/api/tasks/{i}/")[1]["task"] for name, i in ids.items()}
-            return tasks if all(t["state"] in ("FINISHED", "FAILED") for t in tasks.values()) else None
+    def all_done() -> dict[str, Any] | None:
+        tasks = {name: call(port, token, "GET", f"/api/tasks/{i}/")[1]["task"] for name, i in ids.items()}
+        return tasks if all(t["state"] in ("FINISHED", "FAILED") for t in tasks.values()) else None
 
-        tasks = wait_for(all_done, timeout=60, interval=0.2, what="the three examples to finish")
-        for name, task in tasks.items():
-            assert task["state"] == "FINISHED", (name, task)
+    tasks = wait_for(all_done, timeout=60, interval=0.2, what="the three examples to finish")
+    for name, task in tasks.items():
+        assert task["state"] == "FINISHED", (name, task)
 
-        stats = tasks["data_analysis"]["result"]["stats"]
-        assert stats["count"] == 2000 and stats["min"] < stats["median"] < stats["max"]
-        assert sum(b["count"] for b in stats["histogram"]) == 2000
+    stats = tasks["data_analysis"]["result"]["stats"]
+    assert stats["count"] == 2000 and stats["min"] < stats["median"] < stats["max"]
+    assert sum(b["count"] for b in stats["histogram"]) == 2000
 
-        results_dir = tmp_path / "var" / "results"
-        converted = results_dir / tasks["file_processing"]["result"]["output_file"]
-        rows = json.loads(converted.read_text())
-        assert len(rows) == tasks["file_processing"]["result"]["rows"] == 36
-        assert rows[0].keys() == {"city", "month", "rainfall_mm"}
+    results_dir = tmp_path / "var" / "results"
+    converted = results_dir / tasks["file_processing"]["result"]["output_file"]
+    rows = json.loads(converted.read_text())
+    assert len(rows) == tasks["file_processing"]["result"]["rows"] == 36
+    assert rows[0].keys() == {"city", "month", "rainfall_mm"}
 
-        report = results_dir / tasks["report_generation"]["result"]["report_path"]
-        lines = report.read_text().splitlines()
-        assert lines[0].startswith("task_type,total") and any(line.startswith("data_analysis,") for line in lines)
-    finally:
-        worker.stop()
-        os.killpg(web.pid, 15)
-        web.wait(15)
-        web_log.close()
+    report = results_dir / tasks["report_generation"]["result"]["report_path"]
+    lines = report.read_text().splitlines()
+    assert lines[0].startswith("task_type,total") and any(line.startswith("data_analysis,") for line in lines)
 
 
 @pytest.mark.django_db

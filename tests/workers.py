@@ -94,3 +94,49 @@ def worker_env(database_name: str, **extra: Any) -> dict[str, str]:
     )
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class WebServer:
+    """``manage.py runserver`` in its own process group, for tests that need a real web process.
+
+    ``with WebServer(env, log_path) as web: ... web.port ...``; ready once it accepts connections.
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env, self.log_path, self.port = env, log_path, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> WebServer:
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_for(self._accepts, timeout=30, interval=0.1, what="the web server")
+        return self
+
+    def _accepts(self) -> bool:
+        import socket
+
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the web server exited:\n{self.log_path.read_text(errors='replace')}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(15)
+        self.log.close()

@@ -21,9 +21,9 @@ from django.db.models import Count
 
 from long_time_task import services
 from long_time_task.models import ApiToken, LongTimeTask, TaskState
-from tests.test_e2e_embedded import call, free_port
+from tests.test_e2e_embedded import call
 from tests.testapp.models import HandlerRun
-from tests.workers import ROOT, wait_for
+from tests.workers import ROOT, WebServer, wait_for
 
 from .conftest import judge, kill, restart_postgres, rows, service_control_allowed, settle, start_redis, stop_redis
 
@@ -141,39 +141,21 @@ def test_postgres_restart_mid_run(cluster, user, tmp_path):
     cluster.worker(concurrency=2)
     cluster.beat()
     _, token = ApiToken.issue(user)
-    port = free_port()
-    log = (tmp_path / "web.log").open("wb")
-    web = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
     body = {"task_type": "fault_work", "params": {"seconds": 0.2}}
-    try:
-        wait_for(lambda: web_answers(port, token), timeout=30, interval=0.2, what="the web server")
+    with WebServer(cluster.env(), tmp_path / "web.log") as web:
         ids = submit(16, seconds=0.5)
-        ids.append(call(port, token, "POST", "/api/tasks/", body)[1]["task_id"])  # the web process is connected
+        ids.append(call(web.port, token, "POST", "/api/tasks/", body)[1]["task_id"])  # the web process is connected
         running_runs(ids, at_least=2)
         restart_postgres()
         connection.close()  # this test process's own connection died with the restart
         # The web process replaces its broken connection on the next request (CONN_HEALTH_CHECKS).
-        status, answer = call(port, token, "POST", "/api/tasks/", body)
+        status, answer = call(web.port, token, "POST", "/api/tasks/", body)
         assert status == 201, answer
         ids.append(answer["task_id"])
-    finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(15)
-        log.close()
     fault_end = time.monotonic()
     faults = "1 fast restart, under 2 workers and a web server"
     outcome = judge("PostgreSQL restarted mid-run", ids, faults, settle(ids, fault_end))
     assert_clean(outcome, finished=18)
-
-
-def web_answers(port: int, token: str) -> bool:
-    try:
-        return call(port, token, "GET", "/api/tasks/")[0] == 200
-    except OSError:
-        return False
 
 
 def test_web_process_killed_between_commit_and_publish(cluster):

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from long_time_task.models import LongTimeTask, TaskState
-from tests.test_e2e_embedded import free_port
-from tests.workers import ROOT, WorkerProcess, wait_for, worker_env
+from tests.workers import ROOT, WorkerProcess, free_port, wait_for, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
