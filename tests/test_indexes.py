@@ -1,0 +1,89 @@
+"""The hot queries use an index (PostgreSQL's EXPLAIN), so they stay fast as the table grows.
+
+The test table is small, so sequential scans are switched off for the EXPLAIN: the question is whether an
+index *can* serve the query, which is what decides it on a big table.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.pagination import after_cursor, encode_cursor
+
+from .conftest import require_services
+
+pytestmark = pytest.mark.django_db
+
+
+def plan_of(queryset) -> list[dict]:
+    """The plan's nodes, flattened."""
+    statement, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", params)
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    nodes, todo = [], [plan[0]["Plan"]]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        todo.extend(node.get("Plans", []))
+    return nodes
+
+
+def index_conditions(nodes: list[dict]) -> str:
+    """What the plan looks up through an index (not what it filters row by row afterwards)."""
+    return " ".join(str(n.get("Index Cond", "")) + " " + str(n.get("Recheck Cond", "")) for n in nodes)
+
+
+def indexes_scanned(nodes: list[dict]) -> set[str]:
+    return {n["Index Name"] for n in nodes if "Index Name" in n}
+
+
+@pytest.fixture(autouse=True)
+def postgres_only():
+    require_services()
+
+
+@pytest.fixture
+def rows(user):
+    return [LongTimeTask.objects.create(task_type="test_echo", owner=user) for _ in range(20)]
+
+
+def test_detail_and_claim_use_the_primary_key(rows):
+    nodes = plan_of(LongTimeTask.objects.filter(id=rows[0].id))
+    assert "long_time_task_pkey" in indexes_scanned(nodes) and "(id =" in index_conditions(nodes)
+
+
+def test_the_first_page_of_the_list_reads_the_create_at_index_in_order(rows):
+    nodes = plan_of(LongTimeTask.objects.order_by("-create_at", "-id")[:21])
+    assert any("create_at" in name for name in indexes_scanned(nodes))
+    assert not any(n["Node Type"] == "Sort" for n in nodes)  # no full sort of the table (incremental is fine)
+
+
+def test_a_state_filtered_page_looks_the_state_up_in_an_index(rows):
+    nodes = plan_of(LongTimeTask.objects.filter(state=TaskState.FAILED).order_by("-create_at", "-id")[:21])
+    assert "state" in index_conditions(nodes)
+
+
+def test_a_deep_page_by_cursor_seeks_with_the_index_instead_of_an_offset(rows):
+    cursor = encode_cursor(timezone.now(), 10**9)
+    nodes = plan_of(after_cursor(LongTimeTask.objects.order_by("-create_at", "-id"), cursor)[:21])
+    assert "create_at" in index_conditions(nodes)
+
+
+def test_an_owners_list_and_the_reaper_look_up_through_indexes(rows, user):
+    assert "owner_id" in index_conditions(plan_of(LongTimeTask.objects.filter(owner=user)))
+    assert "state" in index_conditions(plan_of(LongTimeTask.objects.lease_expired()))
+
+
+def test_the_check_tells_a_lookup_from_a_filter(rows):
+    # The control: `worker` has no index, so it can only be a row-by-row filter, never an index condition.
+    nodes = plan_of(LongTimeTask.objects.filter(worker="w@host"))
+    assert "worker" not in index_conditions(nodes)
+    assert any("worker" in str(n.get("Filter", "")) for n in nodes)
