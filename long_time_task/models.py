@@ -63,6 +63,7 @@ class LongTimeTask(models.Model):
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
+        db_index=False,  # covered by the (owner, create_at) index below
         on_delete=models.SET_NULL,
         related_name="long_time_tasks",
         verbose_name=_("owner"),
@@ -90,6 +91,8 @@ class LongTimeTask(models.Model):
         indexes = [
             models.Index(fields=["state", "create_at"]),
             models.Index(fields=["task_type", "state"]),
+            # A user's list, newest first: without it, every page sorts all of that user's tasks.
+            models.Index(fields=["owner", "create_at"], name="ltt_owner_create_at"),
         ]
         permissions = [("view_all_tasks", _("Can view every user's tasks"))]
 

@@ -43,11 +43,18 @@ def after_cursor(tasks: QS, cursor: str) -> QS:
 
 
 def capped_count(tasks: QuerySet[Any], cap: int) -> tuple[int, bool]:
-    """``(count, is_estimate)``: exact up to ``cap`` rows; past it, PostgreSQL's planner estimate."""
+    """``(count, is_estimate)``: exact up to ``cap`` rows; past it, PostgreSQL's planner estimate.
+
+    The estimate comes first (it only plans the query): when it is far above the cap, even counting up to
+    the cap would read ``cap`` rows for nothing.
+    """
+    estimate = planner_estimate(tasks)
+    if estimate is not None and estimate > 2 * cap:
+        return estimate, True
     exact = tasks.order_by()[: cap + 1].count()
     if exact <= cap:
         return exact, False
-    return max(planner_estimate(tasks) or 0, cap + 1), True
+    return max(estimate or 0, cap + 1), True
 
 
 def planner_estimate(tasks: QuerySet[Any]) -> int | None:
