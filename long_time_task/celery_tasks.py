@@ -48,8 +48,8 @@ def execute_long_time_task(self: Task, task_id: int, attempt: int = 1) -> str:  
     try:
         return Executor(worker=str(self.request.hostname or "")).run(int(task_id), int(attempt))
     finally:
-        if connection.errors_occurred:
-            close_old_connections()  # checks the connection now, and drops it if it is broken
+        if connection.errors_occurred or not connection.get_autocommit():
+            close_old_connections()  # checks the connection now, and drops a broken or left-in-a-transaction one
 
 
 _last_refresh = 0.0

@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import Q, QuerySet
 
@@ -29,17 +30,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, task_id = raw.rsplit("|", 1)
         when, number = datetime.fromisoformat(stamp), int(task_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        if when.tzinfo is None or not 0 < number < 2**63:
+            raise ValueError(stamp)
+        when = when.astimezone(UTC)  # out of range near datetime.min/max: OverflowError
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("cursor is not one this API gave out") from None
-    if when.tzinfo is None or not 0 < number < 2**63:
-        raise InvalidCursor("cursor is not one this API gave out")
     return when, number
 
 
 def after_cursor(tasks: QS, cursor: str) -> QS:
     """The rows after ``cursor`` in the list's order (newest first: create_at, then id, descending)."""
     when, task_id = decode_cursor(cursor)
-    return tasks.filter(Q(create_at__lt=when) | Q(create_at=when, id__lt=task_id))
+    # create_at <= when lets the index scan start at the cursor; the OR then settles the ties.
+    return tasks.filter(Q(create_at__lt=when) | Q(create_at=when, id__lt=task_id), create_at__lte=when)
 
 
 def capped_count(tasks: QuerySet[Any], cap: int) -> tuple[int, bool]:
@@ -61,7 +64,10 @@ def planner_estimate(tasks: QuerySet[Any]) -> int | None:
     connection = connections[tasks.db]
     if connection.vendor != "postgresql":
         return None
-    statement, params = tasks.order_by().values("id").query.sql_with_params()
+    try:
+        statement, params = tasks.order_by().values("id").query.sql_with_params()
+    except EmptyResultSet:  # e.g. .none()
+        return 0
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", params)
         plan = cursor.fetchone()[0]

@@ -45,6 +45,11 @@ def convert_returned(row: Sequence[Any], fields: Sequence[str], db: str) -> tupl
     return tuple(converted)
 
 
+def _unwrap(value: Any) -> Any:
+    """Adapted parameters (psycopg's Jsonb) compare by identity; compare what they carry."""
+    return getattr(value, "obj", value)
+
+
 def compile_update(queryset: models.QuerySet[Any], values: dict[str, Any]) -> tuple[str, list[Any]]:
     query = cast(sql.UpdateQuery, queryset.query.chain(sql.UpdateQuery))
     query.add_update_values(values)
@@ -77,8 +82,11 @@ class PreparedUpdate:
                 if other_statement != statement:
                     raise RuntimeError(f"{name} changes the statement itself; it cannot be a parameter")
                 positions[name] = [
-                    i for i, (x, y) in enumerate(zip(params, other, strict=True)) if x is not y and x != y
+                    i for i, (x, y) in enumerate(zip(params, other, strict=True)) if _unwrap(x) != _unwrap(y)
                 ]
+            taken = [i for indexes in positions.values() for i in indexes]
+            if len(taken) != len(set(taken)):
+                raise RuntimeError(f"ambiguous parameter positions: {positions}")
             if self.returning:
                 meta = LongTimeTaskModel().meta
                 columns = ", ".join(connections[db].ops.quote_name(meta.get_field(f).column) for f in self.returning)

@@ -92,6 +92,17 @@ class TaskListView(APIView):
         rows = list(tasks[offset : offset + page_size + 1])
         more = len(rows) > page_size
         rows = rows[:page_size]
+        if estimated and not more and "cursor" not in q:
+            # The last page: the estimate is replaced by the exact total.
+            total, estimated = offset + len(rows), False
+            total_pages = max(1, math.ceil(total / page_size))
+            if not rows and page > 1:
+                raise ApiError(
+                    _("Page %(page)s is out of range: the last page is %(last)s.")
+                    % {"page": page, "last": total_pages},
+                    code="page_out_of_range",
+                    status_code=status.HTTP_404_NOT_FOUND,
+                )
         return Response(
             {
                 "success": True,

@@ -395,10 +395,26 @@ def test_the_count_stops_at_its_cap_and_says_it_is_an_estimate(api, user, settin
 
 @pytest.mark.parametrize(
     ("query", "code"),
-    [("cursor=not-a-cursor", "invalid_cursor"), ("cursor=MjAyNi0wMS0wMXwx&page=2", "invalid_request")],
+    [
+        ("cursor=not-a-cursor", "invalid_cursor"),
+        ("cursor=MjAyNi0wMS0wMXwx", "invalid_cursor"),  # a naive time
+        ("cursor=MDAwMS0wMS0wMVQwMDowMDowMCsxNDowMHw1", "invalid_cursor"),  # year 1, +14:00: overflows in UTC
+        ("cursor=MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHwx&page=2", "invalid_request"),
+    ],
 )
 def test_bad_cursors_are_a_400(api, query, code):
     assert_error(api.get(f"/api/tasks/?{query}"), 400, code)
+
+
+def test_an_estimated_total_becomes_exact_on_the_last_page(api, user, settings, monkeypatch):
+    from long_time_task import pagination
+
+    monkeypatch.setattr(pagination, "planner_estimate", lambda tasks: 40_000)  # a planner far off the mark
+    settings.LONG_TIME_TASK_LIST_COUNT_CAP = 3
+    make_tasks(user, 2)
+    body = api.get("/api/tasks/?page_size=20").json()
+    assert (body["total"], body["total_is_estimate"], body["total_pages"]) == (2, False, 1)
+    assert_error(api.get("/api/tasks/?page=2&page_size=20"), 404, "page_out_of_range")
 
 
 def test_page_numbers_stop_at_the_offset_limit(api, user, settings):

@@ -76,8 +76,9 @@ def test_a_state_filtered_page_looks_the_state_up_in_an_index(rows):
 
 def test_a_deep_page_by_cursor_seeks_with_the_index_instead_of_an_offset(rows):
     cursor = encode_cursor(timezone.now(), 10**9)
-    nodes = plan_of(after_cursor(LongTimeTask.objects.order_by("-create_at", "-id"), cursor)[:21])
-    assert "create_at" in index_conditions(nodes)
+    nodes = plan_of(after_cursor(LongTimeTask.objects.order_by("-create_at", "-id"), cursor)[:21], no_sort=True)
+    # The scan starts at the cursor (an Index Cond), rather than reading from the newest row.
+    assert any("create_at" in str(n.get("Index Cond", "")) for n in nodes)
 
 
 def test_an_owners_list_and_the_reaper_look_up_through_indexes(rows, user):
