@@ -50,7 +50,7 @@ def test_submit_with_the_unfinished_cap_adds_one_count(user, django_capture_on_c
     assert len(publishes) == 1
 
 
-def test_a_task_costs_two_statements_on_the_worker_claim_and_finish(django_assert_num_queries):
+def test_a_task_costs_two_statements_on_the_worker_claim_and_finish():
     task = LongTimeTask.objects.create(task_type="rt_noop")
     with CaptureQueriesContext(connection) as captured:
         assert Executor(worker="w").run(task.id, 1) == "finished"
