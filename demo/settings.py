@@ -208,6 +208,12 @@ LONG_TIME_TASK_HEARTBEAT_INTERVAL = float(env_str("LONG_TIME_TASK_HEARTBEAT_INTE
 LONG_TIME_TASK_REAPER_INTERVAL = float(env_str("LONG_TIME_TASK_REAPER_INTERVAL", "15"))
 LONG_TIME_TASK_SWEEP_INTERVAL = float(env_str("LONG_TIME_TASK_SWEEP_INTERVAL", "15"))
 LONG_TIME_TASK_REDISPATCH_AFTER = float(env_str("LONG_TIME_TASK_REDISPATCH_AFTER", "120"))
+# Operating tasks (see the README's configuration table).
+LONG_TIME_TASK_PROGRESS_INTERVAL = float(env_str("LONG_TIME_TASK_PROGRESS_INTERVAL", "1"))
+LONG_TIME_TASK_CANCEL_GRACE_SECONDS = float(env_str("LONG_TIME_TASK_CANCEL_GRACE_SECONDS", "30"))
+LONG_TIME_TASK_ETA_MAX_SECONDS = float(env_str("LONG_TIME_TASK_ETA_MAX_SECONDS", "300"))
+LONG_TIME_TASK_RETENTION_DAYS = float(env_str("LONG_TIME_TASK_RETENTION_DAYS", "0")) or None
+LONG_TIME_TASK_PURGE_INTERVAL = float(env_str("LONG_TIME_TASK_PURGE_INTERVAL", "3600"))
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:
@@ -292,6 +298,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "long_time_task.dispatch_due_tasks",
         "schedule": LONG_TIME_TASK_SWEEP_INTERVAL,
         "options": _MAINTENANCE,
+    },
+    # Deletes finished tasks past their retention (nothing, unless a retention is set).
+    "long-time-task-purge": {
+        "task": "long_time_task.purge_expired_tasks",
+        "schedule": LONG_TIME_TASK_PURGE_INTERVAL,
+        "options": {**_MAINTENANCE, "expires": LONG_TIME_TASK_PURGE_INTERVAL},
     },
 }
 

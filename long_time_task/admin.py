@@ -1,21 +1,40 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import json
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets, unquote
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+from django.views.decorators.http import require_POST
 
-from .models import ApiToken, LongTimeTask, TaskState
+from . import services
+from .models import ApiToken, LongTimeTask, TaskAuditEvent, TaskState
+from .registry import InvalidParams, UnknownTaskType
 
 if TYPE_CHECKING:
     TaskAdminBase = admin.ModelAdmin[LongTimeTask]
     TokenAdminBase = admin.ModelAdmin[ApiToken]
+    AuditInlineBase = admin.TabularInline[TaskAuditEvent, LongTimeTask]
 else:
     TaskAdminBase = TokenAdminBase = admin.ModelAdmin
+    AuditInlineBase = admin.TabularInline
+
+T = TypeVar("T")
 
 STATE_COLORS = {
     TaskState.PENDING: "#ffc107",  # yellow
@@ -23,62 +42,216 @@ STATE_COLORS = {
     TaskState.RETRYING: "#fd7e14",  # orange
     TaskState.FINISHED: "#28a745",  # green
     TaskState.FAILED: "#dc3545",  # red
+    TaskState.CANCELLED: "#6c757d",  # grey
 }
+EMPTY = "—"
+# What a cancel, retry or re-run can refuse with; each is reported per task, never as a server error.
+REFUSALS = (
+    services.TaskNotFound,
+    services.NotPermitted,
+    services.ActionNotAllowed,
+    services.QuotaExceeded,
+    InvalidParams,
+    UnknownTaskType,
+)
+MAX_REASONS = 10  # skipped tasks explained in one message
+CHANGE_URL = "{}:long_time_task_longtimetask_change"
+
+
+def when(value: datetime) -> SafeString:
+    return format_html('<time datetime="{}">{}</time>', value.isoformat(), formats.localize(timezone.localtime(value)))
+
+
+def progress_bar(task: LongTimeTask) -> SafeString | str:
+    """A native <progress> (an accessible progressbar), the percent as text, and the message."""
+    if task.state == TaskState.FINISHED:
+        value = 100.0
+    elif task.progress is None or not math.isfinite(task.progress):
+        return EMPTY
+    else:
+        value = min(max(task.progress, 0.0), 100.0)
+    percent = f"{math.floor(value)}%"  # 99.6 is not done yet
+    counts = ""
+    if task.progress_current is not None and task.progress_total:
+        counts = f" ({task.progress_current}/{task.progress_total})"
+    return format_html(
+        '<progress value="{}" max="100" aria-label="{}" style="width: 8em; vertical-align: middle;">{}</progress>'
+        ' <span>{}{}</span> <span class="help">{}</span>',
+        f"{value:g}",
+        _("Progress"),
+        percent,
+        percent,
+        counts,
+        task.progress_message,
+    )
+
+
+def state_of(task_id: int) -> tuple[str, str]:
+    """A task's state now, and its label (the action that refused it read it)."""
+    state = LongTimeTask.objects.filter(id=task_id).values_list("state", flat=True).first() or ""
+    return state, str(TaskState(state).label) if state in TaskState.values else state
+
+
+def not_ended(task_id: int, state: str) -> str:
+    return _("Task %(id)s is %(state)s: only tasks that have ended can run again.") % {"id": task_id, "state": state}
+
+
+def refusal(task_id: int, exc: Exception) -> str:
+    """Why an action skipped a task, in the user's language where the reason is known."""
+    if isinstance(exc, services.TaskNotFound):
+        return _("Task %(id)s no longer exists.") % {"id": task_id}
+    if isinstance(exc, services.ActionNotAllowed):
+        state, label = state_of(task_id)
+        if exc.code == "not_cancellable":
+            return _("Task %(id)s is already %(state)s: only waiting or running tasks can be cancelled.") % {
+                "id": task_id,
+                "state": label,
+            }
+        if exc.code == "not_retryable" and state == TaskState.FINISHED:
+            return _("Task %(id)s finished: re-run it instead of retrying it.") % {"id": task_id}
+        if exc.code == "not_retryable":
+            return not_ended(task_id, label)
+        if exc.code == "state_changed":
+            return _("Task %(id)s is changing state; try again.") % {"id": task_id}
+    return _("Task %(id)s: %(error)s") % {"id": task_id, "error": exc}
+
+
+class RetryForm(forms.Form):
+    params = forms.CharField(
+        label=gettext_lazy("Parameters (JSON)"),
+        help_text=gettext_lazy("The new task runs with these parameters, checked against its task type's schema."),
+        widget=forms.Textarea(attrs={"rows": 18, "cols": 80, "class": "vLargeTextField", "spellcheck": "false"}),
+    )
+
+    def clean_params(self) -> dict[str, Any]:
+        def no_constants(name: str) -> None:
+            raise ValueError(f"{name} is not valid JSON")
+
+        try:
+            value = json.loads(self.cleaned_data["params"], parse_constant=no_constants)
+        except (ValueError, RecursionError) as exc:
+            raise ValidationError(
+                _("Enter valid JSON: %(error)s"), code="invalid_json", params={"error": exc}
+            ) from None
+        if not isinstance(value, dict):
+            raise ValidationError(_("The parameters must be a JSON object: {…}."), code="not_an_object")
+        return value
+
+
+class TaskAuditEventInline(AuditInlineBase):
+    """Who cancelled, retried or re-ran the task: read-only, written only by the service layer."""
+
+    model = TaskAuditEvent
+    fk_name = "task"
+    fields = ("action", "actor_display", "at", "new_task_link", "note")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    empty_value_display = EMPTY
+    verbose_name_plural = gettext_lazy("Audit trail")
+
+    @admin.display(description=gettext_lazy("by"))
+    def actor_display(self, event: TaskAuditEvent) -> str:
+        return event.actor_name or EMPTY
+
+    @admin.display(description=gettext_lazy("new task"))
+    def new_task_link(self, event: TaskAuditEvent) -> SafeString | str:
+        if event.new_task_id is None:
+            return EMPTY
+        url = reverse(CHANGE_URL.format(self.admin_site.name), args=[event.new_task_id])
+        return format_html('<a href="{}">{}</a>', url, _("Task %(id)s") % {"id": event.new_task_id})
+
+    def has_view_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
+        return self.admin_site.get_model_admin(LongTimeTask).has_view_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
+        return False
 
 
 @admin.register(LongTimeTask)
 class LongTimeTaskAdmin(TaskAdminBase):
-    """Read-only: tasks change state through the executor and the service layer, never through edits here."""
+    """Read-only: tasks change state through the executor and the service layer, never through edits here.
 
-    list_display = ["id", "task_type", "state_display", "owner", "attempts", "create_at", "start_at", "finish_at"]
+    Cancel, retry and re-run go through ``services`` (the actions, and the buttons of the task page), for
+    staff holding the "change" permission of tasks (the "operate" permission below).
+    """
+
+    list_display = [
+        "id",
+        "task_type",
+        "state_display",
+        "progress_display",
+        "owner",
+        "attempts",
+        "create_at",
+        "start_at",
+        "finish_at",
+    ]
     list_filter = ["state", "task_type", "create_at"]
     search_fields = ["celery_task_id", "task_type"]
     list_select_related = ["owner"]
     ordering = ["-create_at"]
     list_per_page = 50
     date_hierarchy = "create_at"
-    readonly_fields = [
-        "id",
-        "celery_task_id",
-        "task_type",
-        "task_params",
-        "state",
-        "result",
-        "create_at",
-        "start_at",
-        "finish_at",
-        "error_message",
-        "owner",
-        "attempts",
-        "worker",
-        "queue",
-        "priority",
-        "retry_at",
-        "error_code",
-        "error_traceback",
-    ]
+    empty_value_display = EMPTY
+    actions = ["cancel_tasks", "retry_tasks", "rerun_tasks"]
+    inlines = [TaskAuditEventInline]
     fieldsets = (
-        (_("Basic information"), {"fields": ("id", "celery_task_id", "task_type", "task_params", "owner")}),
-        (_("Status information"), {"fields": ("state", "attempts", "worker", "queue", "priority")}),
-        (_("Time information"), {"fields": ("create_at", "start_at", "finish_at", "retry_at")}),
+        (gettext_lazy("Basic information"), {"fields": ("id", "celery_task_id", "task_type", "task_params", "owner")}),
+        (gettext_lazy("Status information"), {"fields": ("state_display", "attempts", "worker", "queue", "priority")}),
         (
-            _("Result information"),
+            gettext_lazy("Progress"),
+            {"fields": ("progress_display", "progress_current", "progress_total", "progress_at")},
+        ),
+        (gettext_lazy("Time information"), {"fields": ("create_at", "run_after", "start_at", "finish_at", "retry_at")}),
+        (
+            gettext_lazy("Operations"),
+            {"fields": ("cancel_requested_at", "retry_of_link", "retries_links", "idempotency_key")},
+        ),
+        (
+            gettext_lazy("Result information"),
             {"fields": ("result", "error_message", "error_code", "error_traceback"), "classes": ("collapse",)},
         ),
     )
+    readonly_fields = flatten_fieldsets(fieldsets)
 
-    @admin.display(description=_("State"), ordering="state")
+    # ------------------------------------------------------------ columns and fields
+
+    @admin.display(description=gettext_lazy("State"), ordering="state")
     def state_display(self, obj: LongTimeTask) -> SafeString:
         color = STATE_COLORS.get(TaskState(obj.state), "#6c757d") if obj.state in TaskState.values else "#6c757d"
-        return format_html('<span style="color: {}; font-weight: bold;">{}</span>', color, obj.get_state_display())
+        label = format_html('<span style="color: {}; font-weight: bold;">{}</span>', color, obj.get_state_display())
+        if obj.state == TaskState.RUNNING and obj.cancel_requested_at is not None:
+            return format_html('{} <span class="help">{}</span>', label, _("(cancel requested)"))
+        if obj.state == TaskState.PENDING and obj.run_after is not None:
+            return format_html('{} <span class="help">{} {}</span>', label, _("starts at"), when(obj.run_after))
+        return label
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[LongTimeTask], search_term: str
-    ) -> tuple[QuerySet[LongTimeTask], bool]:
-        term = search_term.strip()
-        if term.isdigit() and int(term) < 2**63:
-            return queryset.filter(id=int(term)), False
-        return super().get_search_results(request, queryset, search_term)
+    @admin.display(description=gettext_lazy("Progress"), ordering="progress")
+    def progress_display(self, obj: LongTimeTask) -> SafeString | str:
+        return progress_bar(obj)
+
+    @admin.display(description=gettext_lazy("retry of"))
+    def retry_of_link(self, obj: LongTimeTask) -> SafeString | str:
+        return self.task_link(obj.retry_of_id) if obj.retry_of_id is not None else EMPTY
+
+    @admin.display(description=gettext_lazy("Retries and re-runs"))
+    def retries_links(self, obj: LongTimeTask) -> SafeString | str:
+        ids = list(obj.retries.order_by("id").values_list("id", flat=True))
+        return format_html_join(", ", "{}", ((self.task_link(task_id),) for task_id in ids)) if ids else EMPTY
+
+    def task_link(self, task_id: int) -> SafeString:
+        url = reverse(CHANGE_URL.format(self.admin_site.name), args=[task_id])
+        return format_html('<a href="{}">{}</a>', url, _("Task %(id)s") % {"id": task_id})
+
+    # ------------------------------------------------------------ permissions: read-only, operated via services
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -88,6 +261,178 @@ class LongTimeTaskAdmin(TaskAdminBase):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Cancel, retry and re-run: staff with the model's "change" permission (no row is ever edited here)."""
+        codename = get_permission_codename("change", self.opts)
+        return bool(request.user.is_staff and request.user.has_perm(f"{self.opts.app_label}.{codename}"))
+
+    # ------------------------------------------------------------ actions
+
+    def each(self, queryset: QuerySet[LongTimeTask], act: Callable[[int], T]) -> tuple[list[T], list[str]]:
+        """``act`` on every selected task by id, through the services; the refused ones with their reasons."""
+        done: list[T] = []
+        skipped: list[str] = []
+        for task_id in queryset.order_by("id").values_list("id", flat=True):
+            try:
+                done.append(act(task_id))
+            except REFUSALS as exc:
+                skipped.append(refusal(task_id, exc))
+        return done, skipped
+
+    def report_skipped(self, request: HttpRequest, skipped: list[str]) -> None:
+        if skipped:
+            count = len(skipped)
+            message = ngettext("Skipped %(count)d task:", "Skipped %(count)d tasks:", count) % {"count": count}
+            reasons = skipped[:MAX_REASONS]
+            if count > MAX_REASONS:
+                reasons.append(_("…and %(count)d more.") % {"count": count - MAX_REASONS})
+            self.message_user(request, " ".join([message, *reasons]), messages.WARNING)
+
+    @admin.action(permissions=["operate"], description=gettext_lazy("Cancel selected tasks"))
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[LongTimeTask]) -> None:
+        outcomes, skipped = self.each(queryset, lambda task_id: services.cancel_task(task_id, user=request.user))
+        cancelled = sum(outcome.cancelled for outcome in outcomes)
+        requested = len(outcomes) - cancelled
+        if cancelled:
+            self.message_user(
+                request,
+                ngettext("Cancelled %(count)d task.", "Cancelled %(count)d tasks.", cancelled) % {"count": cancelled},
+                messages.SUCCESS,
+            )
+        if requested:
+            message = ngettext(
+                "Cancel requested for %(count)d running task: it stops at its next check.",
+                "Cancel requested for %(count)d running tasks: they stop at their next check.",
+                requested,
+            )
+            self.message_user(request, message % {"count": requested}, messages.SUCCESS)
+        self.report_skipped(request, skipped)
+
+    @admin.action(permissions=["operate"], description=gettext_lazy("Retry selected tasks (failed or cancelled)"))
+    def retry_tasks(self, request: HttpRequest, queryset: QuerySet[LongTimeTask]) -> None:
+        self.run_again(request, queryset, rerun=False)
+
+    @admin.action(permissions=["operate"], description=gettext_lazy("Re-run selected tasks (any that has ended)"))
+    def rerun_tasks(self, request: HttpRequest, queryset: QuerySet[LongTimeTask]) -> None:
+        self.run_again(request, queryset, rerun=True)
+
+    def run_again(self, request: HttpRequest, queryset: QuerySet[LongTimeTask], *, rerun: bool) -> None:
+        new, skipped = self.each(queryset, lambda task_id: services.retry_task(task_id, user=request.user, rerun=rerun))
+        if new:
+            message = ngettext("Submitted %(count)d new task:", "Submitted %(count)d new tasks:", len(new)) % {
+                "count": len(new)
+            }
+            links = format_html_join(", ", "{}", ((self.task_link(task.id),) for task in new))
+            self.message_user(request, format_html("{} {}", message, links), messages.SUCCESS)
+        self.report_skipped(request, skipped)
+
+    # ------------------------------------------------------------ the task page's buttons and their views
+
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("<path:object_id>/retry/", self.admin_site.admin_view(self.retry_view), name=f"{name}_retry"),
+            path(
+                "<path:object_id>/cancel/",
+                self.admin_site.admin_view(require_POST(self.cancel_view)),
+                name=f"{name}_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: LongTimeTask | None = None,
+    ) -> HttpResponse:
+        if obj is not None and self.has_operate_permission(request):
+            site = self.admin_site.name
+            if obj.is_terminal:
+                context["retry_task_url"] = reverse(f"{site}:long_time_task_longtimetask_retry", args=[obj.pk])
+                context["task_rerun"] = obj.state == TaskState.FINISHED
+            elif not (obj.state == TaskState.RUNNING and obj.cancel_requested_at is not None):
+                context["cancel_task_url"] = reverse(f"{site}:long_time_task_longtimetask_cancel", args=[obj.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def operated_task(self, request: HttpRequest, object_id: str) -> LongTimeTask:
+        task = self.get_object(request, unquote(object_id))
+        if task is None:
+            raise Http404(_("Task %(id)s no longer exists.") % {"id": object_id})
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        return task
+
+    def change_page(self, task_id: int) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse(CHANGE_URL.format(self.admin_site.name), args=[task_id]))
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        task = self.operated_task(request, object_id)
+        try:
+            outcome = services.cancel_task(task.id, user=request.user)
+        except REFUSALS as exc:
+            self.message_user(request, refusal(task.id, exc), messages.WARNING)
+        else:
+            if outcome.cancelled:
+                message = _("Task %(id)s was cancelled.")
+            else:
+                message = _("Cancel requested for task %(id)s: it stops at its next check.")
+            self.message_user(request, message % {"id": task.id}, messages.SUCCESS)
+        return self.change_page(task.id)
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        task = self.operated_task(request, object_id)
+        if not task.is_terminal:
+            self.message_user(request, not_ended(task.id, task.get_state_display()), messages.WARNING)
+            return self.change_page(task.id)
+        rerun = task.state == TaskState.FINISHED
+        request.current_app = self.admin_site.name
+        if request.method == "POST":
+            form = RetryForm(request.POST)
+            if form.is_valid():
+                edited = form.cleaned_data["params"]
+                try:
+                    new = services.retry_task(
+                        task.id, user=request.user, params=None if edited == task.task_params else edited, rerun=True
+                    )
+                except InvalidParams as exc:
+                    form.add_error("params", str(exc) if exc.field in str(exc) else f"{exc.field}: {exc}")
+                except REFUSALS as exc:
+                    form.add_error(None, refusal(task.id, exc))
+                else:
+                    done = (
+                        _("Task %(id)s was re-run as task %(new)s.")
+                        if rerun
+                        else _("Task %(id)s was retried as task %(new)s.")
+                    )
+                    self.message_user(request, done % {"id": task.id, "new": new.id}, messages.SUCCESS)
+                    return self.change_page(new.id)
+        else:
+            params = json.dumps(task.task_params, indent=2, ensure_ascii=False)
+            form = RetryForm(initial={"params": params})
+        title = _("Re-run task %(id)s") if rerun else _("Retry task %(id)s")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title % {"id": task.id},
+            "opts": self.opts,
+            "original": task,
+            "form": form,
+            "rerun": rerun,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/long_time_task/longtimetask/retry.html", context)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[LongTimeTask], search_term: str
+    ) -> tuple[QuerySet[LongTimeTask], bool]:
+        term = search_term.strip()
+        if term.isdigit() and int(term) < 2**63:
+            return queryset.filter(id=int(term)), False
+        return super().get_search_results(request, queryset, search_term)
 
 
 @admin.register(ApiToken)

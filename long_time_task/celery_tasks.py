@@ -81,6 +81,15 @@ def dispatch_due_tasks() -> int:
     return recovery.dispatch_due_tasks()
 
 
+@shared_task(name="long_time_task.purge_expired_tasks", ignore_result=True)
+def purge_expired_tasks() -> int:
+    """Run by Celery beat: delete finished tasks past their retention (and their result files)."""
+    from .retention import purge_expired_tasks as purge
+
+    close_old_connections()
+    return purge().tasks
+
+
 @signals.worker_ready.connect(dispatch_uid="long_time_task.heartbeat.start")
 def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     global _heartbeat

@@ -43,6 +43,20 @@ DEFAULTS: dict[str, Any] = {
     "CONNECTION_CHECK_INTERVAL": 10.0,
     # Rows the reaper and the sweeper handle per run.
     "MAINTENANCE_BATCH": 500,
+    # Progress: at most one write per task per this many seconds (also how often check_cancelled reads).
+    "PROGRESS_INTERVAL": 1.0,
+    # A RUNNING task whose cancel was requested and which has not stopped after this many seconds is
+    # stopped hard: its worker kills the process running it.
+    "CANCEL_GRACE_SECONDS": 30.0,
+    # Delayed starts up to this many seconds away are published at once with a broker ETA; longer ones wait
+    # in the database and the sweeper publishes them when due (long ETA messages duplicate on Redis once
+    # they outlive the visibility timeout).
+    "ETA_MAX_SECONDS": 300.0,
+    # Finished (FINISHED, FAILED, CANCELLED) tasks older than this many days are deleted by the periodic
+    # purge, with their result files; None keeps them. A task type's ``retention_days`` overrides it.
+    "RETENTION_DAYS": None,
+    # Rows the purge deletes per batch (per transaction).
+    "PURGE_BATCH": 1000,
 }
 
 
@@ -126,6 +140,27 @@ class Conf:
     @property
     def MAINTENANCE_BATCH(self) -> int:  # noqa: N802
         return int(self._get("MAINTENANCE_BATCH"))
+
+    @property
+    def PROGRESS_INTERVAL(self) -> float:  # noqa: N802
+        return float(self._get("PROGRESS_INTERVAL"))
+
+    @property
+    def CANCEL_GRACE_SECONDS(self) -> float:  # noqa: N802
+        return float(self._get("CANCEL_GRACE_SECONDS"))
+
+    @property
+    def ETA_MAX_SECONDS(self) -> float:  # noqa: N802
+        return float(self._get("ETA_MAX_SECONDS"))
+
+    @property
+    def RETENTION_DAYS(self) -> float | None:  # noqa: N802
+        value = self._get("RETENTION_DAYS")
+        return float(value) if value not in (None, "") else None
+
+    @property
+    def PURGE_BATCH(self) -> int:  # noqa: N802
+        return int(self._get("PURGE_BATCH"))
 
 
 conf = Conf()

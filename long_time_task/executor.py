@@ -13,6 +13,7 @@ from django.db import DataError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from .conf import conf
+from .context import TaskCancelled, TaskContext, activate, deactivate
 from .dispatch import publish
 from .exceptions import TaskError
 from .models import LongTimeTask
@@ -31,6 +32,7 @@ class ErrorCode:
     UNKNOWN_TASK_TYPE = "unknown_task_type"
     INVALID_RESULT = "invalid_result"
     WORKER_LOST = "worker_lost"
+    CANCELLED = "cancelled"
 
 
 def describe(exc: BaseException) -> str:
@@ -61,7 +63,11 @@ class Executor:
             connection.close()
             claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
         if claimed is None:
-            logger.info("Task %s attempt %s not claimed: already claimed, finished or gone", task_id, attempt)
+            logger.info(
+                "Task %s attempt %s not claimed: already claimed, finished, cancelled, not due yet or gone",
+                task_id,
+                attempt,
+            )
             return "skipped"
         task_type, params = claimed.task_type, claimed.task_params
         config = LongTimeTaskRegister.get_task(task_type)
@@ -70,13 +76,22 @@ class Executor:
             return self._fail(task_id, attempt, message, ErrorCode.UNKNOWN_TASK_TYPE)
 
         logger.info("Running task %s (%s), attempt %s", task_id, task_type, attempt)
+        context = TaskContext(task_id, attempt)
+        token = activate(context)
         try:
-            result = config.handler(task_id, params)
+            if config.wants_context:
+                result = config.handler(task_id, params, context=context)  # type: ignore[call-arg]
+            else:
+                result = config.handler(task_id, params)
+        except TaskCancelled:
+            return self._cancelled(task_id, attempt)
         except SoftTimeLimitExceeded:
             message = f"Time limit exceeded: the task ran longer than its soft limit of {config.soft_timeout}s"
-            return self._fail(task_id, attempt, message, ErrorCode.SOFT_TIMEOUT, tb.format_exc())
+            return self._fail(task_id, attempt, message, ErrorCode.SOFT_TIMEOUT, tb.format_exc(), context)
         except Exception as exc:
-            return self._handle_error(claimed, attempt, config, exc)
+            return self._handle_error(claimed, attempt, config, exc, context)
+        finally:
+            deactivate(token)
         try:
             check_result(result)
         except (TypeError, ValueError):
@@ -93,7 +108,17 @@ class Executor:
         logger.warning("Task %s finished, but its row had already left RUNNING; result dropped", task_id)
         return "skipped"
 
-    def _handle_error(self, claimed: ClaimedTask, attempt: int, config: TaskConfig, exc: Exception) -> str:
+    def _cancelled(self, task_id: int, attempt: int) -> str:
+        message = "The task was cancelled while it ran."
+        if LongTimeTask.objects.finish_cancelled(task_id, attempt=attempt, message=message):
+            logger.warning("Task %s cancelled while running (attempt %s)", task_id, attempt)
+            return "cancelled"
+        logger.warning("Task %s attempt %s stopped: its row had already moved on", task_id, attempt)
+        return "skipped"
+
+    def _handle_error(
+        self, claimed: ClaimedTask, attempt: int, config: TaskConfig, exc: Exception, context: TaskContext
+    ) -> str:
         # The owner sees error_message and error_code; the exception's own text (which may hold internal
         # details) is in the traceback, shown to staff only. A TaskError's message is meant for the owner.
         tasks = LongTimeTask.objects
@@ -124,7 +149,8 @@ class Executor:
                 )
                 publish(task, attempt=attempt + 1, countdown=delay)
                 return "retrying"
-            return "skipped"
+            # Not retried: a cancel was requested meanwhile (or the row moved on).
+            return self._cancelled(task_id, attempt)
         if isinstance(exc, TaskError):
             message, code = exc.message, exc.code
         elif retryable:
@@ -133,9 +159,24 @@ class Executor:
         else:
             message, code = "The task failed with an unexpected error.", ErrorCode.HANDLER_ERROR
         logger.error("Task %s attempt %s raised %s", task_id, attempt, describe(exc))
-        return self._fail(task_id, attempt, message, code, trace)
+        return self._fail(task_id, attempt, message, code, trace, context)
 
-    def _fail(self, task_id: int, attempt: int, message: str, code: str, traceback: str = "") -> str:
+    def _fail(
+        self,
+        task_id: int,
+        attempt: int,
+        message: str,
+        code: str,
+        traceback: str = "",
+        context: TaskContext | None = None,
+    ) -> str:
+        if context is not None:
+            if context.cancel_requested:  # it failed while stopping for a cancel: the cancel is the outcome
+                return self._cancelled(task_id, attempt)
+            try:
+                context.flush()  # the last progress reported before the failure shows where it stopped
+            except Exception:
+                logger.exception("Could not write the last progress of task %s", task_id)
         if LongTimeTask.objects.fail(task_id, attempt=attempt, message=message, code=code, traceback=traceback):
             logger.error("Task %s failed (%s): %s", task_id, code, message)
             return "failed"

@@ -3,12 +3,22 @@
 One UPDATE per interval per worker, whatever its concurrency. If the worker's main process dies (SIGKILL,
 OOM, lost host), the renewals stop and the leases expire, and the reaper recovers the tasks. If only a
 child process dies, the main process drops the request at once, so its lease stops being renewed too.
+
+The same beat enforces cancels: a task whose cancel was requested more than ``CANCEL_GRACE_SECONDS`` ago
+and that is still running (its handler does not check) is marked CANCELLED, then the one child process
+running it is killed (SIGKILL). Only that process: the request must still be active in this worker, and
+the guarded UPDATE to CANCELLED must win, so the attempt was still running a moment before the kill. The
+remaining window (the handler returning between the UPDATE and the kill, microseconds) is the same as
+Celery's own ``revoke(terminate=True)``; its result is then dropped, as the row is already CANCELLED.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
+from typing import Any
 
 from django.db import close_old_connections, connection
 
@@ -19,10 +29,41 @@ logger = logging.getLogger(__name__)
 EXECUTOR_TASK = "long_time_task.celery_tasks.execute_long_time_task"
 
 
-def active_celery_ids() -> list[str]:
+def active_requests() -> list[Any]:
     from celery.worker import state
 
-    return [request.id for request in list(state.active_requests) if request.name == EXECUTOR_TASK]
+    return [request for request in list(state.active_requests) if request.name == EXECUTOR_TASK]
+
+
+def active_celery_ids() -> list[str]:
+    return [request.id for request in active_requests()]
+
+
+def enforce_cancels(grace: float) -> list[int]:
+    """Stop the running tasks whose cancel is overdue; returns their row ids."""
+    from .audit import record
+    from .models import AuditAction, LongTimeTask
+
+    requests = {request.id: request for request in active_requests()}
+    stopped = []
+    for task_id, attempt, celery_id in LongTimeTask.objects.cancel_overdue(requests, grace=grace):
+        request = requests.get(celery_id)
+        pid = getattr(request, "worker_pid", None)
+        if not pid or pid == os.getpid():
+            continue  # not started in a child process (yet): it will be checked again at the next beat
+        message = f"The task was stopped: it did not stop within {grace:g}s of its cancel request."
+        if not LongTimeTask.objects.finish_cancelled(task_id, attempt=attempt, message=message):
+            continue  # it finished (or was cancelled) meanwhile
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        record(task_id, AuditAction.CANCEL_ENFORCED, actor=None, note=f"pid {pid}")
+        logger.warning(
+            "Task %s did not stop within %gs of its cancel request: killed its process %s", task_id, grace, pid
+        )
+        stopped.append(task_id)
+    return stopped
 
 
 class LeaseHeartbeat(threading.Thread):
@@ -48,7 +89,9 @@ class LeaseHeartbeat(threading.Thread):
         try:
             if not connection.in_atomic_block:  # (never, in the heartbeat thread; only in tests)
                 close_old_connections()  # this thread's own connection: CONN_MAX_AGE and health checks
-            return LongTimeTask.objects.renew_leases(active_celery_ids(), worker=self.worker, lease=self.lease)
+            renewed = LongTimeTask.objects.renew_leases(active_celery_ids(), worker=self.worker, lease=self.lease)
+            enforce_cancels(conf.CANCEL_GRACE_SECONDS)
+            return renewed
         except Exception:
             logger.exception("Could not renew task leases")
             connection.close()

@@ -14,16 +14,20 @@ from .querysets import LongTimeTaskQuerySet
 
 
 class TaskState(models.TextChoices):
-    """States of a task. PENDING -> RUNNING -> FINISHED | FAILED; RETRYING waits between attempts."""
+    """States of a task. PENDING -> RUNNING -> FINISHED | FAILED | CANCELLED; RETRYING waits between attempts.
+
+    A waiting task (PENDING, RETRYING) can be CANCELLED at once; a RUNNING one gets a cancel request first.
+    """
 
     PENDING = "PENDING", _("Pending")
     RUNNING = "RUNNING", _("Running")
     RETRYING = "RETRYING", _("Waiting to retry")
     FINISHED = "FINISHED", _("Finished")
     FAILED = "FAILED", _("Failed")
+    CANCELLED = "CANCELLED", _("Cancelled")
 
 
-TERMINAL_STATES = frozenset({TaskState.FINISHED, TaskState.FAILED})
+TERMINAL_STATES = frozenset({TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED})
 WAITING_STATES = frozenset({TaskState.PENDING, TaskState.RETRYING})
 
 
@@ -82,6 +86,29 @@ class LongTimeTask(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True, verbose_name=_("lease expires at"))
     redispatch_at = models.DateTimeField(null=True, blank=True, verbose_name=_("publish again at"))
     dispatch_count = models.PositiveIntegerField(default=0, verbose_name=_("publications"))
+    # Operating tasks. The columns carry database defaults, so rows written by other tools (bulk loads,
+    # older code during a rolling deploy) stay valid. None of them is indexed except the idempotency key:
+    # progress writes stay HOT updates on PostgreSQL.
+    progress = models.FloatField(null=True, blank=True, verbose_name=_("progress (%)"))
+    progress_message = models.CharField(
+        max_length=255, blank=True, default="", db_default="", verbose_name=_("progress message")
+    )
+    progress_current = models.BigIntegerField(null=True, blank=True, verbose_name=_("items done"))
+    progress_total = models.BigIntegerField(null=True, blank=True, verbose_name=_("items in all"))
+    progress_at = models.DateTimeField(null=True, blank=True, verbose_name=_("progress reported at"))
+    cancel_requested_at = models.DateTimeField(null=True, blank=True, verbose_name=_("cancel requested at"))
+    run_after = models.DateTimeField(null=True, blank=True, verbose_name=_("starts after"))
+    retry_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retries",
+        verbose_name=_("retry of"),
+    )
+    idempotency_key = models.CharField(  # noqa: DJ001 - NULL: no key (NULLs never collide in the unique constraint)
+        max_length=255, null=True, blank=True, verbose_name=_("idempotency key")
+    )
 
     objects: ClassVar[LongTimeTaskQuerySet] = LongTimeTaskQuerySet.as_manager()  # type: ignore[assignment]
 
@@ -96,6 +123,14 @@ class LongTimeTask(models.Model):
             # A user's list, newest first: without it, every page sorts all of that user's tasks.
             models.Index(fields=["owner", "create_at"], name="ltt_owner_create_at"),
         ]
+        constraints = [
+            # One task per (user, Idempotency-Key): a resubmission with the same key finds the first task.
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="ltt_owner_idempotency_key",
+            ),
+        ]
         permissions = [("view_all_tasks", _("Can view every user's tasks"))]
 
     def __str__(self) -> str:
@@ -106,10 +141,65 @@ class LongTimeTask(models.Model):
         return self.state in TERMINAL_STATES
 
     @property
+    def is_waiting(self) -> bool:
+        return self.state in WAITING_STATES
+
+    @property
     def duration(self) -> float | None:
         if self.start_at and self.finish_at:
             return (self.finish_at - self.start_at).total_seconds()
         return None
+
+
+class AuditAction(models.TextChoices):
+    CANCELLED = "cancelled", _("Cancelled")
+    CANCEL_REQUESTED = "cancel_requested", _("Cancel requested")
+    CANCEL_ENFORCED = "cancel_enforced", _("Stopped after the cancel grace period")
+    RETRIED = "retried", _("Retried")
+    RERUN = "rerun", _("Re-run")
+
+
+class TaskAuditEvent(models.Model):
+    """Who did what to a task, and when: cancels, retries and re-runs. Rows go with their task."""
+
+    task = models.ForeignKey(
+        LongTimeTask,
+        on_delete=models.CASCADE,
+        db_index=False,  # the (task, at) index serves it
+        related_name="audit_events",
+        verbose_name=_("task"),
+    )
+    action = models.CharField(max_length=30, choices=AuditAction.choices, verbose_name=_("action"))
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("by"),
+    )
+    # The actor's name at the time, kept if the user is deleted; "system" for the worker and commands.
+    actor_name = models.CharField(max_length=150, blank=True, default="", verbose_name=_("by (name)"))
+    at = models.DateTimeField(default=timezone.now, verbose_name=_("at"))
+    new_task = models.ForeignKey(
+        LongTimeTask,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("new task"),
+    )
+    note = models.CharField(max_length=255, blank=True, default="", verbose_name=_("note"))
+
+    class Meta:
+        db_table = "long_time_task_audit"
+        verbose_name = _("task audit event")
+        verbose_name_plural = _("task audit events")
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["task", "at"], name="ltt_audit_task_at")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} {self.action} by {self.actor_name or '-'}"
 
 
 TOKEN_PREFIX = "ltt_"  # noqa: S105 - a label, not a secret

@@ -121,6 +121,9 @@ def _claim_statement(db: str, task_id: int, attempt: int, previous: int, worker:
 
     s = _states()
     rows = LongTimeTask.objects.using(db).filter(id=task_id, state__in=[s.PENDING, s.RETRYING], attempts=previous)
+    # A delayed task never starts before its time, whatever publishes it (within a clock tolerance: the time
+    # was set by the web host's clock, and is compared here with the database's).
+    rows = rows.filter(models.Q(run_after__isnull=True) | models.Q(run_after__lte=db_now_plus(CLOCK_TOLERANCE)))
     return rows, {
         "state": s.RUNNING,
         "attempts": attempt,
@@ -140,6 +143,7 @@ def _finish_statement(db: str, task_id: int, attempt: int, result: Any) -> Any:
     rows = LongTimeTask.objects.using(db).filter(id=task_id, state=s.RUNNING, attempts=attempt)
     return rows, {
         "state": s.FINISHED,
+        "progress": 100.0,
         "finish_at": Now(),
         "lease_expires_at": None,
         "result": result,
@@ -147,6 +151,24 @@ def _finish_statement(db: str, task_id: int, attempt: int, result: Any) -> Any:
         "error_code": "",
         "error_traceback": "",
     }
+
+
+def _progress_statement(
+    db: str, task_id: int, attempt: int, percent: Any, message: str, current: Any, total: Any
+) -> Any:
+    from .models import LongTimeTask
+
+    rows = LongTimeTask.objects.using(db).filter(id=task_id, state=_states().RUNNING, attempts=attempt)
+    return rows, {
+        "progress": percent,
+        "progress_message": message,
+        "progress_current": current,
+        "progress_total": total,
+        "progress_at": Now(),
+    }
+
+
+CLOCK_TOLERANCE = 1.0  # seconds: how early (by the database's clock) a delayed task may be claimed
 
 
 def db_now_plus(seconds: float) -> Any:
@@ -239,6 +261,94 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
             )
         )
 
+    def cancel_waiting(self, task_id: int, *, message: str) -> bool:
+        """PENDING/RETRYING -> CANCELLED. A message already queued for it finds nothing to claim."""
+        s = _states()
+        now = timezone.now()
+        return bool(
+            self.filter(id=task_id, state__in=[s.PENDING, s.RETRYING]).update(
+                state=s.CANCELLED,
+                finish_at=now,
+                cancel_requested_at=Coalesce(models.F("cancel_requested_at"), models.Value(now)),
+                error_message=storable(message),
+                error_code="cancelled",
+                retry_at=None,
+                redispatch_at=None,
+                lease_expires_at=None,
+            )
+        )
+
+    def request_cancel(self, task_id: int) -> bool:
+        """Mark a RUNNING row for cancellation (its handler sees it; after a grace period it is stopped)."""
+        s = _states()
+        return bool(
+            self.filter(id=task_id, state=s.RUNNING).update(
+                cancel_requested_at=Coalesce(models.F("cancel_requested_at"), Now())
+            )
+        )
+
+    def finish_cancelled(self, task_id: int, *, attempt: int, message: str) -> bool:
+        """RUNNING -> CANCELLED for attempt ``attempt``, whose cancel was requested."""
+        s = _states()
+        rows = self.filter(id=task_id, state=s.RUNNING, attempts=attempt, cancel_requested_at__isnull=False)
+        return bool(
+            rows.update(
+                state=s.CANCELLED,
+                finish_at=timezone.now(),
+                error_message=storable(message),
+                error_code="cancelled",
+                lease_expires_at=None,
+            )
+        )
+
+    def cancel_overdue(self, celery_task_ids: Iterable[str], *, grace: float) -> list[tuple[int, int, str]]:
+        """(id, attempt, celery id) of these RUNNING rows whose cancel request is older than ``grace``."""
+        ids = list(celery_task_ids)
+        if not ids:
+            return []
+        rows = self.filter(
+            celery_task_id__in=ids, state=_states().RUNNING, cancel_requested_at__lte=db_now_plus(-grace)
+        )
+        return [(row[0], row[1], row[2]) for row in rows.values_list("id", "attempts", "celery_task_id")]
+
+    def report_progress(
+        self,
+        task_id: int,
+        *,
+        attempt: int,
+        percent: float | None,
+        message: str,
+        current: int | None,
+        total: int | None,
+    ) -> tuple[bool, bool]:
+        """Write attempt ``attempt``'s progress: one UPDATE that also reads the cancel request.
+
+        Returns (the attempt still owns the row, a cancel was requested).
+        """
+        db = self.db
+        values: dict[str, Any] = {
+            "percent": percent,
+            "message": storable(message, 255),
+            "current": current,
+            "total": total,
+        }
+        if connections[db].vendor in ("postgresql", "sqlite"):
+            row = PROGRESS.run(db, {}, task_id=task_id, attempt=attempt, **values)
+            if row is None:
+                return False, False
+            return True, row[0] is not None
+        rows, update = _progress_statement(db, task_id, attempt, **values)
+        if not rows.update(**update):
+            return False, False
+        return True, self.filter(id=task_id, cancel_requested_at__isnull=False).exists()
+
+    def cancel_requested(self, task_id: int, *, attempt: int) -> tuple[bool, bool]:
+        """(the attempt still owns the row, a cancel was requested): a read, for handlers that only check."""
+        row = self.filter(id=task_id).values_list("state", "attempts", "cancel_requested_at").first()
+        if row is None or row[0] != _states().RUNNING or row[1] != attempt:
+            return False, row is not None and row[0] == _states().CANCELLED
+        return True, row[2] is not None
+
     def schedule_retry(
         self,
         task_id: int,
@@ -255,8 +365,10 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         Also used by the reaper for an attempt whose worker was lost (``retry_at`` now).
         """
         s = _states()
+        # A task whose cancel was requested is not retried (the caller cancels it instead).
+        rows = self.filter(id=task_id, state=s.RUNNING, attempts=attempt, cancel_requested_at__isnull=True)
         return bool(
-            self.filter(id=task_id, state=s.RUNNING, attempts=attempt).update(
+            rows.update(
                 state=s.RETRYING,
                 retry_at=retry_at,
                 redispatch_at=redispatch_at,
@@ -318,6 +430,18 @@ CLAIM = PreparedUpdate(
         "worker": ("\x01a", "\x01b"),
     },  # fmt: skip
     returning=ClaimedTask.FIELDS,
+)
+PROGRESS = PreparedUpdate(
+    _progress_statement,
+    {
+        "task_id": (1_000_001, 1_000_002),
+        "attempt": (1_000_003, 1_000_004),
+        "percent": (1_000_005.5, 1_000_006.5),
+        "message": ("\x01a", "\x01b"),
+        "current": (1_000_007, 1_000_008),
+        "total": (1_000_009, 1_000_010),
+    },  # fmt: skip
+    returning=("cancel_requested_at",),
 )
 FINISH = PreparedUpdate(
     _finish_statement,

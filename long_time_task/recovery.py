@@ -26,12 +26,17 @@ SWEEPER_TASK = "long_time_task.dispatch_due_tasks"
 def recover_attempt(task_id: int, attempt: int, reason: str) -> str:
     """The worker running attempt ``attempt`` is gone: retry the task, or fail it for good.
 
-    Returns "requeued", "failed", "timeout" or "skipped" (the row had already moved on).
+    Returns "requeued", "failed", "timeout", "cancelled" (its cancel was requested) or "skipped" (the row
+    had already moved on).
     """
     tasks = LongTimeTask.objects
     row = tasks.filter(id=task_id, state=TaskState.RUNNING, attempts=attempt).first()
     if row is None:
         return "skipped"
+    if row.cancel_requested_at is not None:
+        # It was being cancelled: the cancel is the outcome, never a retry.
+        message = f"The task was cancelled while it ran ({reason})."
+        return "cancelled" if tasks.finish_cancelled(task_id, attempt=attempt, message=message) else "skipped"
     config = LongTimeTaskRegister.get_task(row.task_type)
     now = timezone.now()
     if config is not None and row.claimed_at and row.claimed_at + timedelta(seconds=config.timeout) <= now:

@@ -8,9 +8,10 @@ loudly, with the task type in the message. The config it stores is a frozen data
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -73,6 +74,10 @@ class TaskConfig:
     param_validator: Callable[[dict[str, Any]], None] | None = None
     # Who may submit this type: a permission name ("app_label.codename"); None lets every user submit it.
     permission: str | None = None
+    # Days a finished task of this type is kept (overrides LONG_TIME_TASK_RETENTION_DAYS; None: the global).
+    retention_days: float | None = None
+    # The result files of a result, relative to RESULTS_DIR, deleted with the row by the purge.
+    result_files: Callable[[Any], Iterable[str]] | None = None
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -116,6 +121,22 @@ class TaskConfig:
             fail("param_validator must be callable")
         if self.permission is not None and (not isinstance(self.permission, str) or self.permission.count(".") != 1):
             fail(f"permission must be 'app_label.codename', not {self.permission!r}")
+        if self.retention_days is not None and (
+            isinstance(self.retention_days, bool)
+            or not isinstance(self.retention_days, int | float)
+            or self.retention_days <= 0
+        ):
+            fail(f"retention_days must be a positive number of days, not {self.retention_days!r}")
+        if self.result_files is not None and not callable(self.result_files):
+            fail("result_files must be callable")
+
+    @cached_property
+    def wants_context(self) -> bool:
+        """Whether the handler declares a ``context`` parameter (then it gets the TaskContext)."""
+        try:
+            return "context" in inspect.signature(self.handler).parameters
+        except (TypeError, ValueError):
+            return False
 
     @property
     def task_type(self) -> str:
@@ -197,10 +218,14 @@ class LongTimeTaskRegister:
         retryable_exceptions: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError),
         param_validator: Callable[[dict[str, Any]], None] | None = None,
         permission: str | None = None,
+        retention_days: float | None = None,
+        result_files: Callable[[Any], Iterable[str]] | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated ``handler(task_id, params) -> result`` as ``task_type``.
 
-        The handler's return value must be JSON-serialisable; it becomes the task's ``result``.
+        The handler's return value must be JSON-serialisable; it becomes the task's ``result``. A handler
+        that declares a ``context`` parameter gets a ``TaskContext`` (progress, cancellation) as
+        ``context=``.
         """
 
         def decorator(func: F) -> F:
@@ -220,6 +245,8 @@ class LongTimeTaskRegister:
                 retryable_exceptions=retryable_exceptions,
                 param_validator=param_validator,
                 permission=permission,
+                retention_days=retention_days,
+                result_files=result_files,
             )
             cls.add(config)
             return func

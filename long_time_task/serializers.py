@@ -6,20 +6,22 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
 from .conf import conf
-from .models import LongTimeTask, TaskState
+from .models import LongTimeTask, TaskAuditEvent, TaskState
 from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from .services import validate_submission
 
 if TYPE_CHECKING:
     Serializer = serializers.Serializer[Any]
     TaskSerializer = serializers.ModelSerializer[LongTimeTask]
+    AuditSerializer = serializers.ModelSerializer[TaskAuditEvent]
 else:
     Serializer = serializers.Serializer
-    TaskSerializer = serializers.ModelSerializer
+    TaskSerializer = AuditSerializer = serializers.ModelSerializer
 
 
 def _is_staff(context: Mapping[str, Any]) -> bool:
@@ -32,6 +34,16 @@ class SubmitSerializer(Serializer):
     task_type = serializers.CharField(max_length=100, help_text="A registered task type (GET /api/task-types/).")
     params = serializers.JSONField(
         required=False, default=dict, help_text="The task's parameters: a JSON object matching its param_schema."
+    )
+    run_after = serializers.DateTimeField(
+        required=False,
+        help_text="Start no earlier than this time (ISO 8601; without an offset, the server's time zone).",
+    )
+    countdown = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=366 * 86400,
+        help_text="Start no earlier than this many seconds from now.",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -46,6 +58,10 @@ class SubmitSerializer(Serializer):
         if config is not None and not config.may_submit(getattr(request, "user", None)):
             raise PermissionDenied(
                 _("You may not submit tasks of type %(type)s.") % {"type": config.name}, code="permission_denied"
+            )
+        if "run_after" in attrs and "countdown" in attrs:
+            raise serializers.ValidationError(
+                serializers.ErrorDetail(_("Give run_after or countdown, not both."), code="invalid_request")
             )
         try:
             validate_submission(attrs["task_type"], attrs["params"])
@@ -78,15 +94,66 @@ class ListQuerySerializer(Serializer):
         return attrs
 
 
+class ProgressSerializer(Serializer):
+    percent = serializers.FloatField(allow_null=True, help_text="0-100, or null if only a message was reported.")
+    message = serializers.CharField(allow_blank=True)
+    current = serializers.IntegerField(allow_null=True, help_text="Items done, if the handler counts.")
+    total = serializers.IntegerField(allow_null=True, help_text="Items in all, if the handler counts.")
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+def progress_of(task: LongTimeTask) -> dict[str, Any] | None:
+    """The progress object of the API; None until the handler reports (a finished task shows 100)."""
+    if task.progress is None and task.progress_at is None:
+        return None
+    return {
+        "percent": task.progress,
+        "message": task.progress_message,
+        "current": task.progress_current,
+        "total": task.progress_total,
+        "updated_at": serializers.DateTimeField().to_representation(task.progress_at) if task.progress_at else None,
+    }
+
+
 class TaskListItemSerializer(TaskSerializer):
     owner = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    cancel_requested = serializers.SerializerMethodField()
 
     class Meta:
         model = LongTimeTask
-        fields = ["id", "task_type", "state", "attempts", "create_at", "start_at", "finish_at", "owner"]
+        fields = [
+            "id",
+            "task_type",
+            "state",
+            "attempts",
+            "create_at",
+            "start_at",
+            "finish_at",
+            "run_after",
+            "owner",
+            "progress",
+            "cancel_requested",
+            "retry_of",
+        ]
 
     def get_owner(self, obj: LongTimeTask) -> str | None:
         return obj.owner.get_username() if obj.owner else None
+
+    @extend_schema_field(ProgressSerializer(allow_null=True))
+    def get_progress(self, obj: LongTimeTask) -> dict[str, Any] | None:
+        return progress_of(obj)
+
+    def get_cancel_requested(self, obj: LongTimeTask) -> bool:
+        return obj.cancel_requested_at is not None
+
+
+class AuditEventSerializer(AuditSerializer):
+    by = serializers.CharField(source="actor_name")
+
+    class Meta:
+        model = TaskAuditEvent
+        fields = ["action", "by", "at", "new_task", "note"]
 
 
 class TaskDetailSerializer(TaskSerializer):
@@ -96,6 +163,8 @@ class TaskDetailSerializer(TaskSerializer):
     state_display = serializers.CharField(source="get_state_display")
     params = serializers.JSONField(source="task_params")
     max_attempts = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    retries = serializers.SerializerMethodField()
 
     class Meta:
         model = LongTimeTask
@@ -114,10 +183,25 @@ class TaskDetailSerializer(TaskSerializer):
             "start_at",
             "finish_at",
             "retry_at",
+            "run_after",
+            "progress",
+            "cancel_requested_at",
+            "retry_of",
+            "retries",
         ]
 
     def get_owner(self, obj: LongTimeTask) -> str | None:
         return obj.owner.get_username() if obj.owner else None
+
+    @extend_schema_field(ProgressSerializer(allow_null=True))
+    def get_progress(self, obj: LongTimeTask) -> dict[str, Any] | None:
+        return progress_of(obj)
+
+    def get_retries(self, obj: LongTimeTask) -> list[int]:
+        """The tasks made by retrying or re-running this one (that the caller may see)."""
+        request = self.context.get("request")
+        rows = LongTimeTask.objects.visible_to(getattr(request, "user", None)).filter(retry_of=obj.id)
+        return list(rows.order_by("id").values_list("id", flat=True)[:100])
 
     def get_max_attempts(self, obj: LongTimeTask) -> int | None:
         config = LongTimeTaskRegister.get_task(obj.task_type)
@@ -128,7 +212,7 @@ class TaskDetailSerializer(TaskSerializer):
         staff = _is_staff(self.context)
         if instance.state == TaskState.FINISHED:
             data["result"] = instance.result
-        elif instance.state in (TaskState.FAILED, TaskState.RETRYING):
+        elif instance.state in (TaskState.FAILED, TaskState.RETRYING, TaskState.CANCELLED):
             data["error_message"] = instance.error_message or _("The task failed.")
             data["error_code"] = instance.error_code
             if staff:
@@ -136,6 +220,7 @@ class TaskDetailSerializer(TaskSerializer):
         if staff:
             data["worker"] = instance.worker
             data["celery_task_id"] = instance.celery_task_id
+            data["audit"] = AuditEventSerializer(instance.audit_events.all()[:200], many=True).data
         return data
 
 
@@ -160,12 +245,13 @@ class TaskDetailDocSerializer(TaskDetailSerializer):
 
     result = serializers.JSONField(required=False, allow_null=True, help_text="When FINISHED.")
     error_message = serializers.CharField(
-        required=False, help_text="When FAILED or RETRYING: a message safe to show the owner."
+        required=False, help_text="When FAILED, RETRYING or CANCELLED: a message safe to show the owner."
     )
-    error_code = serializers.CharField(required=False, help_text="When FAILED or RETRYING.")
+    error_code = serializers.CharField(required=False, help_text="When FAILED, RETRYING or CANCELLED.")
     error_traceback = serializers.CharField(required=False, help_text="Staff only.")
     worker = serializers.CharField(required=False, help_text="Staff only.")
     celery_task_id = serializers.CharField(required=False, help_text="Staff only.")
+    audit = AuditEventSerializer(many=True, required=False, help_text="Staff only: cancels, retries, re-runs.")
 
     class Meta(TaskDetailSerializer.Meta):
         fields = [
@@ -176,7 +262,20 @@ class TaskDetailDocSerializer(TaskDetailSerializer):
             "error_traceback",
             "worker",
             "celery_task_id",
+            "audit",
         ]
+
+
+class CancelResponseSerializer(Serializer):
+    success = serializers.BooleanField()
+    task_id = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=TaskState.choices, help_text="CANCELLED, or RUNNING while it stops.")
+    cancel_requested = serializers.BooleanField(help_text="True: running, asked to stop (HTTP 202).")
+    message = serializers.CharField()
+
+
+class RetryResponseSerializer(SubmitResponseSerializer):
+    retry_of = serializers.IntegerField(help_text="The task this one retries or re-runs.")
 
 
 class TaskDetailResponseSerializer(Serializer):
@@ -203,6 +302,7 @@ class TaskTypeSerializer(Serializer):
     timeout = serializers.IntegerField()
     soft_timeout = serializers.IntegerField()
     max_retries = serializers.IntegerField()
+    retention_days = serializers.FloatField(allow_null=True, help_text="Days a finished task is kept (null: kept).")
     param_schema = serializers.JSONField(allow_null=True)
 
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from datetime import timedelta
+import math
+import re
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from .audit import SYSTEM, record
 from .conf import conf
 from .dispatch import publish
-from .models import LongTimeTask, TaskState
+from .models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
 from .querysets import LongTimeTaskQuerySet
 from .registry import InvalidParams, LongTimeTaskRegister, TaskConfig
 
@@ -36,6 +41,8 @@ def check_json_value(value: Any, *, max_depth: int, path: str = "params", depth:
         raise InvalidParams(f"Invalid params at {path}: nested deeper than {max_depth} levels", field=path)
     if isinstance(value, str):
         check_text(value, path)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidParams(f"Invalid params at {path}: NaN and infinite numbers are not JSON", field=path)
     elif isinstance(value, dict):
         for key, item in value.items():
             check_text(key, path)
@@ -72,32 +79,245 @@ def check_quota(owner: Any) -> None:
         raise QuotaExceeded(f"You already have {limit} unfinished tasks; wait for some to finish.")
 
 
-def submit_task(task_type: str, params: dict[str, Any] | None = None, *, owner: Any = None) -> LongTimeTask:
+class TaskNotFound(LookupError):  # noqa: N818
+    """No such task, or one the user may not see (the two are indistinguishable)."""
+
+
+class ActionNotAllowed(Exception):  # noqa: N818
+    """The task's state does not allow the action (HTTP 409). ``code`` is stable, for clients."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NotPermitted(PermissionError):
+    """The user may see the task but not act on it (HTTP 403)."""
+
+
+class IdempotencyConflict(Exception):  # noqa: N818
+    """An Idempotency-Key was reused for a different request (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    task: LongTimeTask
+    created: bool  # False: an earlier submit with the same idempotency key, returned again
+
+
+MAX_DELAY = timedelta(days=366)
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
+def resolve_start(run_after: datetime | None, countdown: float | None, now: datetime) -> datetime | None:
+    """When a delayed task may start (None: now). ``run_after`` (aware) or ``countdown`` seconds, not both."""
+    if run_after is not None and countdown is not None:
+        raise InvalidParams("Give run_after or countdown, not both.", field="run_after")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, int | float) or not 0 <= countdown < 1e9:
+            raise InvalidParams("countdown must be a number of seconds >= 0.", field="countdown")
+        run_after = now + timedelta(seconds=countdown)
+    if run_after is None:
+        return None
+    if timezone.is_naive(run_after):
+        run_after = timezone.make_aware(run_after)
+    if run_after - now > MAX_DELAY:
+        raise InvalidParams(f"A task can be delayed by at most {MAX_DELAY.days} days.", field="run_after")
+    return run_after if run_after > now else None
+
+
+def check_idempotency_key(key: str) -> None:
+    if not IDEMPOTENCY_KEY.match(key):
+        raise InvalidParams(
+            "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces.", field="Idempotency-Key"
+        )
+
+
+def _replay(owner: Any, key: str, task_type: str, params: dict[str, Any]) -> Submission | None:
+    """The earlier task submitted with this key, if any; IdempotencyConflict if it was a different request."""
+    existing = LongTimeTask.objects.filter(owner=owner, idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.task_type != task_type or existing.task_params != params:
+        raise IdempotencyConflict(
+            f"Idempotency-Key {key!r} was already used for task {existing.id} with a different task type or params."
+        )
+    return Submission(existing, created=False)
+
+
+def submit(
+    task_type: str,
+    params: dict[str, Any] | None = None,
+    *,
+    owner: Any = None,
+    run_after: datetime | None = None,
+    countdown: float | None = None,
+    idempotency_key: str | None = None,
+    retry_of: LongTimeTask | None = None,
+    check_permission: bool = True,
+) -> Submission:
     """Validate, write the row once, and publish it after the transaction commits.
 
     The Celery id is generated before the insert, so there is exactly one write. If the broker refuses the
     message, the committed row stays PENDING (and is logged); the caller still gets the row.
+
+    A delayed task (``run_after``, or ``countdown`` seconds) up to ``ETA_MAX_SECONDS`` away is published at
+    once with a broker ETA; a later one waits in the database and the sweeper publishes it when due. With an
+    ``idempotency_key``, the same key from the same owner returns the first task (``created=False``).
     """
     params = {} if params is None else params
+    owner = owner if owner is not None and getattr(owner, "is_authenticated", False) else None
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
+        replay = _replay(owner, idempotency_key, task_type, params)
+        if replay is not None:
+            return replay
     config = validate_submission(task_type, params)
+    if check_permission and owner is not None and not config.may_submit(owner):
+        raise NotPermitted(f"You may not submit tasks of type {config.name}.")
+    now = timezone.now()
+    start = resolve_start(run_after, countdown, now)
     check_quota(owner)
+    delay = (start - now).total_seconds() if start else 0.0
+    held = delay > conf.ETA_MAX_SECONDS  # waits in the database; the sweeper publishes it when due
     # If the publish after commit never happens (broker down, process killed), the sweeper publishes the row
     # once redispatch_at is due. A successful publish leaves it: one INSERT and one publish per submit.
-    redispatch_at = timezone.now() + timedelta(seconds=conf.REDISPATCH_AFTER)
-    # One INSERT, in its own implicit transaction (no BEGIN/COMMIT round trips), or in the caller's: then the
-    # publish waits for the caller's commit.
-    task = LongTimeTask.objects.create(
-        redispatch_at=redispatch_at,
-        task_type=config.name,
-        task_params=params,
-        state=TaskState.PENDING,
-        owner=owner if owner is not None and getattr(owner, "is_authenticated", False) else None,
-        queue=config.queue,
-        priority=config.priority,
-    )
-    transaction.on_commit(functools.partial(publish, task, attempt=1))
-    logger.info("Task %s submitted: %s", task.id, task_type)
+    redispatch_at = start if held and start else (start or now) + timedelta(seconds=conf.REDISPATCH_AFTER)
+    fields = {
+        "redispatch_at": redispatch_at,
+        "task_type": config.name,
+        "task_params": params,
+        "state": TaskState.PENDING,
+        "owner": owner,
+        "queue": config.queue,
+        "priority": config.priority,
+        "run_after": start,
+        "idempotency_key": idempotency_key,
+        "retry_of": retry_of,
+    }
+    if idempotency_key is None:
+        # One INSERT, in its own implicit transaction (no BEGIN/COMMIT round trips), or in the caller's: then
+        # the publish waits for the caller's commit.
+        task = LongTimeTask.objects.create(**fields)
+    else:
+        try:
+            # A savepoint only inside a caller's transaction (an error would abort it on PostgreSQL).
+            with transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext():
+                task = LongTimeTask.objects.create(**fields)
+        except IntegrityError:
+            # A concurrent submit with the same key won the unique constraint: return its task.
+            replay = _replay(owner, idempotency_key, task_type, params)
+            if replay is None:
+                raise
+            return replay
+    if not held:
+        transaction.on_commit(functools.partial(publish, task, attempt=1, countdown=delay or None))
+    logger.info("Task %s submitted: %s%s", task.id, task_type, f" (starts at {start.isoformat()})" if start else "")
+    return Submission(task, created=True)
+
+
+def submit_task(
+    task_type: str,
+    params: dict[str, Any] | None = None,
+    *,
+    owner: Any = None,
+    run_after: datetime | None = None,
+    countdown: float | None = None,
+    idempotency_key: str | None = None,
+) -> LongTimeTask:
+    """The seed's submit: ``submit(...)``'s task."""
+    return submit(
+        task_type, params, owner=owner, run_after=run_after, countdown=countdown, idempotency_key=idempotency_key
+    ).task
+
+
+# ---------------------------------------------------------------- acting on a task
+
+
+def may_manage(user: Any, task: LongTimeTask) -> bool:
+    """Who may cancel, retry or re-run a task: its owner and staff (``user=None``: trusted server code)."""
+    if user is None:
+        return True
+    return bool(user.is_authenticated and (user.is_staff or (task.owner_id is not None and task.owner_id == user.pk)))
+
+
+def _task_for_action(task_id: int, user: Any) -> LongTimeTask:
+    task = get_task(task_id, user=user)
+    if task is None:
+        raise TaskNotFound(f"Task {task_id} not found")
+    if not may_manage(user, task):
+        raise NotPermitted("Only the task's owner or staff may do this.")
     return task
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    task: LongTimeTask
+    cancelled: bool  # True: CANCELLED now; False: it is running, and its cancel was requested
+
+
+def cancel_task(task_id: int, *, user: Any = None) -> CancelOutcome:
+    """Cancel a task. A waiting one (PENDING, RETRYING, delayed) becomes CANCELLED at once and its handler
+    never runs, even if its message is already queued. A RUNNING one gets a durable cancel request: its
+    handler sees it (``check_cancelled``, ``progress``), and if it has not stopped after
+    ``CANCEL_GRACE_SECONDS`` its worker kills the process running it. A finished task: ActionNotAllowed."""
+    tasks = LongTimeTask.objects
+    task = _task_for_action(task_id, user)
+    who = user.get_username() if user is not None and user.is_authenticated else SYSTEM
+    for _ in range(3):  # the state may move between the read and the guarded write: read again
+        if task.is_terminal:
+            raise ActionNotAllowed(
+                f"Task {task.id} is already {task.state}; only waiting or running tasks can be cancelled.",
+                code="not_cancellable",
+            )
+        with transaction.atomic():
+            if task.is_waiting:
+                if tasks.cancel_waiting(task.id, message=f"Cancelled by {who} before it started."):
+                    record(task.id, AuditAction.CANCELLED, actor=user)
+                    logger.info("Task %s cancelled by %s before it started", task.id, who)
+                    return CancelOutcome(tasks.get(id=task.id), cancelled=True)
+            elif tasks.request_cancel(task.id):
+                if task.cancel_requested_at is None:
+                    record(task.id, AuditAction.CANCEL_REQUESTED, actor=user)
+                logger.info("Task %s: cancel requested by %s while running", task.id, who)
+                return CancelOutcome(tasks.get(id=task.id), cancelled=False)
+        task = tasks.get(id=task.id)
+    raise ActionNotAllowed(f"Task {task.id} is changing state; try again.", code="state_changed")
+
+
+RETRYABLE_STATES = frozenset({TaskState.FAILED, TaskState.CANCELLED})
+
+
+def retry_task(
+    task_id: int, *, user: Any = None, params: dict[str, Any] | None = None, rerun: bool = False
+) -> LongTimeTask:
+    """A new task with the same type and params (or ``params``), linked to the original by ``retry_of`` and
+    owned by ``user`` (by the original's owner when ``user`` is None). The original keeps its history; the
+    audit trail records who did it.
+
+    Retry is for FAILED and CANCELLED tasks; ``rerun=True`` also accepts FINISHED ones.
+    """
+    task = _task_for_action(task_id, user)
+    allowed = TERMINAL_STATES if rerun else RETRYABLE_STATES
+    if task.state not in allowed:
+        if task.state == TaskState.FINISHED:
+            message = f"Task {task.id} finished; re-run it instead of retrying it."
+        else:
+            message = f"Task {task.id} is {task.state}; only finished, failed or cancelled tasks can run again."
+        raise ActionNotAllowed(message, code="not_retryable")
+    config = LongTimeTaskRegister.get_task(task.task_type)
+    if config is not None and user is not None and not config.may_submit(user):
+        raise NotPermitted(f"You may not submit tasks of type {task.task_type}.")
+    owner = user if user is not None else task.owner
+    action = AuditAction.RERUN if task.state == TaskState.FINISHED else AuditAction.RETRIED
+    with transaction.atomic():
+        new_params = task.task_params if params is None else params
+        # The requester's permission was checked above; a system retry keeps the original owner.
+        new = submit(task.task_type, new_params, owner=owner, retry_of=task, check_permission=False).task
+        note = "" if params is None or params == task.task_params else "with edited params"
+        record(task.id, action, actor=user, new_task_id=new.id, note=note)
+    logger.info("Task %s %s as task %s", task.id, action, new.id)
+    return new
 
 
 def visible_tasks(user: Any) -> LongTimeTaskQuerySet:
@@ -106,10 +326,12 @@ def visible_tasks(user: Any) -> LongTimeTaskQuerySet:
 
 
 def get_task(task_id: int, *, user: Any) -> LongTimeTask | None:
-    """The task, if it exists and ``user`` may see it; None otherwise (the two are indistinguishable)."""
+    """The task, if it exists and ``user`` may see it; None otherwise (the two are indistinguishable).
+    ``user=None``: trusted server code, which sees every task."""
     if not 0 < task_id < 2**63:
         return None
-    task: LongTimeTask | None = visible_tasks(user).select_related("owner").filter(id=task_id).first()
+    tasks = LongTimeTask.objects.all() if user is None else visible_tasks(user)
+    task: LongTimeTask | None = tasks.select_related("owner").filter(id=task_id).first()
     return task
 
 

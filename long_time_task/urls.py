@@ -4,12 +4,23 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .errors import api_not_found
-from .views import TaskDetailView, TaskListView, TaskSubmitView, TaskTypeListView
+from .views import (
+    TaskCancelView,
+    TaskDetailView,
+    TaskListView,
+    TaskRerunView,
+    TaskRetryView,
+    TaskSubmitView,
+    TaskTypeListView,
+)
 
 urlpatterns = [
     path("tasks/", TaskSubmitView.as_view(), name="task_submit"),
     path("tasks/list/", TaskListView.as_view(), name="task_list"),
     path("tasks/<int:task_id>/", TaskDetailView.as_view(), name="task_detail"),
+    path("tasks/<int:task_id>/cancel/", TaskCancelView.as_view(), name="task_cancel"),
+    path("tasks/<int:task_id>/retry/", TaskRetryView.as_view(), name="task_retry"),
+    path("tasks/<int:task_id>/rerun/", TaskRerunView.as_view(), name="task_rerun"),
     path("task-types/", TaskTypeListView.as_view(), name="task_types"),
     path("schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),

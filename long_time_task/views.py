@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
@@ -21,8 +23,10 @@ from .limits import SubmitRateThrottle
 from .pagination import InvalidCursor, after_cursor, capped_count, encode_cursor
 from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from .serializers import (
+    CancelResponseSerializer,
     ErrorResponseSerializer,
     ListQuerySerializer,
+    RetryResponseSerializer,
     SubmitResponseSerializer,
     SubmitSerializer,
     TaskDetailResponseSerializer,
@@ -130,34 +134,163 @@ class TaskSubmitView(TaskListView):
     @extend_schema(
         operation_id="tasks_submit",
         request=SubmitSerializer,
-        responses={201: SubmitResponseSerializer, **errors(400, 403, 405, 406, 413, 415, 429)},
+        responses={
+            201: SubmitResponseSerializer,
+            200: OpenApiResponse(SubmitResponseSerializer, description="A replay of an earlier Idempotency-Key."),
+            **errors(400, 403, 405, 406, 409, 413, 415, 429),
+        },
         description=(
             "Submit a task. `params` must match the task type's JSON Schema (see the per-type request schemas "
-            "and GET /api/task-types/). The queue and priority come from the registry."
+            "and GET /api/task-types/). The queue and priority come from the registry. `run_after` or "
+            "`countdown` delays the start. With an `Idempotency-Key` header, a repeat of the same request by the "
+            "same user returns the first task (200, `Idempotent-Replayed: true`) instead of creating another; "
+            "the same key with a different task type or params answers 409."
         ),
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="1-255 printable ASCII characters; one task per key and user.",
+            )
+        ],
     )
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise ApiError(_("The request body must be a JSON object."), code="invalid_request")
         data = SubmitSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
-        try:
-            task = services.submit_task(
-                data.validated_data["task_type"], data.validated_data["params"], owner=request.user
+        q = data.validated_data
+        key = request.headers.get("Idempotency-Key")
+        with service_errors():
+            submission = services.submit(
+                q["task_type"],
+                q["params"],
+                owner=request.user,
+                run_after=q.get("run_after"),
+                countdown=q.get("countdown"),
+                idempotency_key=key,
             )
-        except (InvalidParams, UnknownTaskType) as exc:  # e.g. the input file vanished since validation
-            raise ApiError(str(exc), code="invalid_params") from None
-        except services.QuotaExceeded as exc:
-            raise Throttled(wait=QUOTA_RETRY_AFTER, detail=str(exc), code="too_many_unfinished") from None
-        return Response(
+        task = submission.task
+        response = Response(
             {
                 "success": True,
                 "task_id": task.id,
                 "state": task.state,
                 "message": _("Task submitted successfully"),
             },
+            status=status.HTTP_201_CREATED if submission.created else status.HTTP_200_OK,
+        )
+        if key is not None:
+            response["Idempotent-Replayed"] = "false" if submission.created else "true"
+        return response
+
+
+@contextmanager
+def service_errors() -> Iterator[None]:
+    """The service layer's exceptions as API errors (a status and a stable code)."""
+    try:
+        yield
+    except services.TaskNotFound:
+        raise ApiError(_("Task not found"), code="not_found", status_code=status.HTTP_404_NOT_FOUND) from None
+    except services.NotPermitted as exc:
+        raise ApiError(str(exc), code="permission_denied", status_code=status.HTTP_403_FORBIDDEN) from None
+    except services.ActionNotAllowed as exc:
+        raise ApiError(str(exc), code=exc.code, status_code=status.HTTP_409_CONFLICT) from None
+    except services.IdempotencyConflict as exc:
+        raise ApiError(str(exc), code="idempotency_key_reused", status_code=status.HTTP_409_CONFLICT) from None
+    except (InvalidParams, UnknownTaskType) as exc:  # e.g. the input file vanished since validation
+        raise ApiError(str(exc), code="invalid_params") from None
+    except services.QuotaExceeded as exc:
+        raise Throttled(wait=QUOTA_RETRY_AFTER, detail=str(exc), code="too_many_unfinished") from None
+
+
+class TaskCancelView(APIView):
+    """``POST``: cancel a task (see ``services.cancel_task``)."""
+
+    @extend_schema(
+        operation_id="tasks_cancel",
+        request=None,
+        responses={
+            200: OpenApiResponse(CancelResponseSerializer, description="Cancelled: it had not started."),
+            202: OpenApiResponse(CancelResponseSerializer, description="Running: asked to stop."),
+            **errors(403, 404, 405, 406, 409),
+        },
+        description=(
+            "Cancel a task. A waiting task (PENDING, RETRYING, or delayed) becomes CANCELLED at once (200) and "
+            "never runs. A RUNNING task is asked to stop (202): its handler sees the request, and if it has not "
+            "stopped after the grace period (LONG_TIME_TASK_CANCEL_GRACE_SECONDS) the process running it is "
+            "killed; it then ends CANCELLED. A finished task answers 409. Owner and staff only (403)."
+        ),
+    )
+    def post(self, request: Request, task_id: int) -> Response:
+        with service_errors():
+            outcome = services.cancel_task(task_id, user=request.user)
+        task = outcome.task
+        return Response(
+            {
+                "success": True,
+                "task_id": task.id,
+                "state": task.state,
+                "cancel_requested": not outcome.cancelled,
+                "message": _("Task cancelled")
+                if outcome.cancelled
+                else _("Cancellation requested; the task is stopping"),
+            },
+            status=status.HTTP_200_OK if outcome.cancelled else status.HTTP_202_ACCEPTED,
+        )
+
+
+class TaskRetryView(APIView):
+    """``POST``: a new task with the same type and params, linked to this one (FAILED or CANCELLED)."""
+
+    rerun = False
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        return [SubmitRateThrottle()]
+
+    @extend_schema(
+        operation_id="tasks_retry",
+        request=None,
+        responses={201: RetryResponseSerializer, **errors(400, 403, 404, 405, 406, 409, 429)},
+        description=(
+            "Retry a FAILED or CANCELLED task: a new task with the same type and params, owned by the caller, "
+            "with `retry_of` pointing at this one (which keeps its history). A FINISHED task answers 409: "
+            "re-run it. Owner and staff only."
+        ),
+    )
+    def post(self, request: Request, task_id: int) -> Response:
+        with service_errors():
+            new = services.retry_task(task_id, user=request.user, rerun=self.rerun)
+        return Response(
+            {
+                "success": True,
+                "task_id": new.id,
+                "state": new.state,
+                "retry_of": task_id,
+                "message": _("Task submitted successfully"),
+            },
             status=status.HTTP_201_CREATED,
         )
+
+
+class TaskRerunView(TaskRetryView):
+    """``POST``: run a finished (or failed, or cancelled) task again, as a new linked task."""
+
+    rerun = True
+
+    @extend_schema(
+        operation_id="tasks_rerun",
+        request=None,
+        responses={201: RetryResponseSerializer, **errors(400, 403, 404, 405, 406, 409, 429)},
+        description=(
+            "Re-run a FINISHED, FAILED or CANCELLED task: a new task with the same type and params, owned by the "
+            "caller, with `retry_of` pointing at this one. A waiting or running task answers 409."
+        ),
+    )
+    def post(self, request: Request, task_id: int) -> Response:
+        return super().post(request, task_id)
 
 
 class TaskDetailView(APIView):
@@ -189,6 +322,7 @@ class TaskTypeListView(APIView):
                 "timeout": config.timeout,
                 "soft_timeout": config.soft_timeout,
                 "max_retries": config.max_retries,
+                "retention_days": config.retention_days if config.retention_days is not None else conf.RETENTION_DAYS,
                 "param_schema": config.param_schema,
             }
             for config in sorted(LongTimeTaskRegister.get_all_tasks().values(), key=lambda c: c.name)

@@ -13,9 +13,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from kombu import Exchange, Queue
 
 from demo.settings import *  # noqa: F403
-from demo.settings import INSTALLED_APPS
+from demo.settings import CELERY_TASK_QUEUES, INSTALLED_APPS
 
 CI = os.environ.get("CI", "").lower() == "true"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -35,6 +36,8 @@ POSTGRES_AVAILABLE = CI or answers(TEST_DATABASE_URL, 5432)
 REDIS_AVAILABLE = CI or answers(TEST_REDIS_URL, 6379)
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+# "operate": a queue only the tests that start their own worker consume (cancel and restart scenarios).
+CELERY_TASK_QUEUES = (*CELERY_TASK_QUEUES, Queue("operate", Exchange("operate"), routing_key="operate"))
 
 if POSTGRES_AVAILABLE:
     DATABASES = {"default": dj_database_url.parse(TEST_DATABASE_URL, conn_max_age=600, conn_health_checks=True)}

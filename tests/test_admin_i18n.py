@@ -31,7 +31,14 @@ def test_every_string_has_a_simplified_chinese_translation_and_the_mo_is_current
 
 def test_the_seeds_wording_is_the_chinese_translation():
     with translation.override("zh-hans"):
-        assert [str(label) for label in TaskState.labels] == ["等待执行", "正在执行", "等待重试", "已完成", "执行失败"]
+        assert [str(label) for label in TaskState.labels] == [
+            "等待执行",
+            "正在执行",
+            "等待重试",
+            "已完成",
+            "执行失败",
+            "已取消",
+        ]
         assert str(LongTimeTask._meta.verbose_name) == "长耗时任务"
         assert str(LongTimeTask._meta.get_field("celery_task_id").verbose_name) == "Celery任务ID"
     with translation.override("en"):

@@ -12,6 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.db.models.functions import Now
 
+from long_time_task.context import TaskContext, check_cancelled, report_progress
 from long_time_task.registry import LongTimeTaskRegister
 
 from .models import HandlerRun
@@ -128,3 +129,49 @@ def kill_own_process(task_id: int, params: dict[str, Any]) -> None:
 )
 def restricted(task_id: int, params: dict[str, Any]) -> None:
     record(task_id, "test_restricted")
+
+
+@LongTimeTaskRegister.register(
+    task_type="test_progress",
+    description="Report progress step by step (cooperative: stops when cancelled)",
+    timeout=120,
+    soft_timeout=100,
+    max_retries=0,
+    param_schema={
+        "type": "object",
+        "properties": {
+            "steps": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5},
+            "delay": {"type": "number", "minimum": 0, "maximum": 10, "default": 0.5},
+        },
+        "additionalProperties": False,
+    },
+)
+def progress_steps(task_id: int, params: dict[str, Any], context: TaskContext) -> dict[str, Any]:
+    record(task_id, "test_progress")
+    steps, delay = int(params.get("steps", 5)), float(params.get("delay", 0.5))
+    for step in range(steps):
+        context.progress(current=step, total=steps, message=f"step {step + 1} of {steps}")
+        time.sleep(delay)
+    return {"steps": steps}
+
+
+@LongTimeTaskRegister.register(task_type="test_progress_helper", timeout=60, soft_timeout=50, max_retries=0)
+def progress_with_helpers(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """The seed's signature: progress through the module-level helpers; checks for a cancel in a tight loop."""
+    record(task_id, "test_progress_helper")
+    seconds = float(params.get("seconds", 30))
+    deadline = time.monotonic() + seconds
+    report_progress(50, "halfway")
+    while time.monotonic() < deadline:
+        check_cancelled()
+        time.sleep(0.01)
+    return {"ran": seconds}
+
+
+@LongTimeTaskRegister.register(
+    task_type="test_uncooperative", timeout=120, soft_timeout=100, max_retries=3, queue="operate"
+)
+def uncooperative(task_id: int, params: dict[str, Any]) -> None:
+    """Never checks for a cancel: only the hard stop can end it."""
+    record(task_id, "test_uncooperative")
+    time.sleep(float(params.get("seconds", 60)))
