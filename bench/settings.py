@@ -14,6 +14,8 @@ from demo.settings import *  # noqa: F403
 from demo.settings import INSTALLED_APPS
 
 BENCH_SYSTEM = os.environ.get("BENCH_SYSTEM", "tracked")
+# As in production: with DEBUG on, every process keeps a log of its SQL (and Celery warns about it).
+DEBUG = False
 INSTALLED_APPS = [*INSTALLED_APPS, "django_celery_results", "bench"]
 DATABASES = {
     "default": dj_database_url.parse(

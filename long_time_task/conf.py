@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_DAYS": None,
     # Rows the purge deletes per batch (per transaction).
     "PURGE_BATCH": 1000,
+    # PostgreSQL: prepare the hot path's statements on the server (off behind PgBouncer < 1.21 in
+    # transaction mode, which cannot keep prepared statements).
+    "PREPARED_STATEMENTS": True,
 }
 
 
@@ -161,6 +164,10 @@ class Conf:
     @property
     def PURGE_BATCH(self) -> int:  # noqa: N802
         return int(self._get("PURGE_BATCH"))
+
+    @property
+    def PREPARED_STATEMENTS(self) -> bool:  # noqa: N802
+        return bool(self._get("PREPARED_STATEMENTS"))
 
 
 conf = Conf()

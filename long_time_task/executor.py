@@ -62,6 +62,16 @@ class Executor:
             # The connection broke (the database restarted since the last task): once more, on a new one.
             connection.close()
             claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
+            if claimed is None:
+                # If the first claim committed before its reply was lost, this attempt now holds the row
+                # without running: its lease runs out and the reaper retries it (it never runs twice).
+                logger.warning(
+                    "Task %s attempt %s: the claim was retried on a new connection and lost; if the first "
+                    "claim had committed, the lease (%ss) hands the task back",
+                    task_id,
+                    attempt,
+                    conf.LEASE_SECONDS,
+                )
         if claimed is None:
             logger.info(
                 "Task %s attempt %s not claimed: already claimed, finished, cancelled, not due yet or gone",

@@ -102,6 +102,7 @@ class LongTimeTask(models.Model):
         "self",
         null=True,
         blank=True,
+        db_index=False,  # a partial index below: only the few rows that are retries
         on_delete=models.SET_NULL,
         related_name="retries",
         verbose_name=_("retry of"),
@@ -122,6 +123,8 @@ class LongTimeTask(models.Model):
             models.Index(fields=["task_type", "state"]),
             # A user's list, newest first: without it, every page sorts all of that user's tasks.
             models.Index(fields=["owner", "create_at"], name="ltt_owner_create_at"),
+            # Partial: the rows that are not retries (nearly all) have no entry, so no transition pays for it.
+            models.Index(fields=["retry_of"], name="ltt_retry_of", condition=models.Q(retry_of__isnull=False)),
         ]
         constraints = [
             # One task per (user, Idempotency-Key): a resubmission with the same key finds the first task.

@@ -198,12 +198,12 @@ def submit(
     if idempotency_key is None:
         # One INSERT, in its own implicit transaction (no BEGIN/COMMIT round trips), or in the caller's: then
         # the publish waits for the caller's commit.
-        task = LongTimeTask.objects.create(**fields)
+        task = LongTimeTask.objects.insert(**fields)
     else:
         try:
             # A savepoint only inside a caller's transaction (an error would abort it on PostgreSQL).
             with transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext():
-                task = LongTimeTask.objects.create(**fields)
+                task = LongTimeTask.objects.insert(**fields)
         except IntegrityError:
             # A concurrent submit with the same key won the unique constraint: return its task.
             replay = _replay(owner, idempotency_key, task_type, params)

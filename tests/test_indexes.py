@@ -91,3 +91,23 @@ def test_the_check_tells_a_lookup_from_a_filter(rows):
     nodes = plan_of(LongTimeTask.objects.filter(worker="w@host"))
     assert "worker" not in index_conditions(nodes)
     assert any("worker" in str(n.get("Filter", "")) for n in nodes)
+
+
+def test_a_state_transition_pays_only_for_the_indexes_the_queries_use():
+    """Every claim and finish updates an indexed column (state), so each UPDATE writes an entry into every
+    full index: the table carries only the ones a query needs, and the rare lookups get partial indexes."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'long_time_task'")
+        definitions = dict(cursor.fetchall())
+    assert not [name for name, sql in definitions.items() if "pattern_ops" in sql]  # no LIKE twins
+    full = sorted(name for name, sql in definitions.items() if " WHERE " not in sql)
+    partial = sorted(name for name, sql in definitions.items() if " WHERE " in sql)
+    assert len(full) == 6, full  # primary key, celery id, create_at, (state, create_at), (type, state), (owner, ...)
+    assert partial == ["ltt_owner_idempotency_key", "ltt_retry_of"]
+
+
+def test_the_retries_of_a_task_are_found_through_the_partial_index(user):
+    original = LongTimeTask.objects.create(task_type="test_echo", owner=user)
+    LongTimeTask.objects.create(task_type="test_echo", owner=user, retry_of=original)
+    nodes = plan_of(LongTimeTask.objects.filter(retry_of=original.id))
+    assert "ltt_retry_of" in indexes_scanned(nodes)

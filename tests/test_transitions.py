@@ -90,3 +90,50 @@ def test_visible_to_limits_users_to_their_own_tasks(user, other_user, staff_user
     assert list(LongTimeTask.objects.visible_to(user)) == [mine]
     assert set(LongTimeTask.objects.visible_to(staff_user)) == {mine, theirs}
     assert not LongTimeTask.objects.visible_to(None).exists()
+
+
+class ReadsElsewhere:
+    """A primary/replica router: reads go to "replica", writes to "default"."""
+
+    def db_for_read(self, model, **hints):
+        return "replica"
+
+    def db_for_write(self, model, **hints):
+        return "default"
+
+
+def test_transitions_write_through_the_routers_write_alias(settings):
+    from long_time_task.models import LongTimeTask
+
+    settings.DATABASE_ROUTERS = [f"{__name__}.ReadsElsewhere"]
+    tasks = LongTimeTask.objects.all()
+    assert (tasks.db, tasks.write_db) == ("replica", "default")
+    assert LongTimeTask.objects.using("other").write_db == "other"  # an explicit alias wins
+
+
+def test_update_returning_is_chosen_by_feature_not_by_name():
+    from types import SimpleNamespace
+
+    from long_time_task.querysets import update_returning
+
+    def sqlite(version):
+        return SimpleNamespace(vendor="sqlite", Database=SimpleNamespace(sqlite_version_info=version))
+
+    assert update_returning(SimpleNamespace(vendor="postgresql"))
+    assert update_returning(sqlite((3, 35, 0))) and not update_returning(sqlite((3, 34, 1)))
+    assert not update_returning(SimpleNamespace(vendor="mysql"))
+
+
+@pytest.mark.django_db
+def test_the_fallback_without_update_returning_claims_and_reports_progress_too(monkeypatch):
+    from long_time_task import querysets, services
+    from long_time_task.models import LongTimeTask
+
+    monkeypatch.setattr(querysets, "update_returning", lambda connection: False)
+    task = services.submit_task("test_echo", {"n": 1})
+    claimed = LongTimeTask.objects.claim(task.id, attempt=1, worker="w", lease=30)
+    assert claimed is not None and (claimed.task_type, claimed.task_params) == ("test_echo", {"n": 1})
+    assert LongTimeTask.objects.claim(task.id, attempt=1, worker="w", lease=30) is None
+    owned = LongTimeTask.objects.report_progress(task.id, attempt=1, percent=5.0, message="m", current=None, total=None)
+    assert owned == (True, False)
+    assert LongTimeTask.objects.get(id=task.id).progress == 5.0
