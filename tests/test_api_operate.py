@@ -177,3 +177,14 @@ def test_the_schema_documents_the_new_endpoints_and_fields(api):
     assert {"run_after", "countdown"} <= set(components["Submit"]["properties"])
     detail = components["TaskDetailDoc"]["properties"]
     assert {"progress", "run_after", "cancel_requested_at", "retry_of", "retries", "audit"} <= set(detail)
+
+
+def test_a_post_to_no_endpoint_is_a_json_404_even_with_a_session_and_no_csrf_token(user):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(user)
+    for path in ("/api/tasks/null,null/cancel/", "/api/tasks/abc/retry/", "/api/nothing/"):
+        assert_error(client.post(path), 404, "not_found")
+    # The real endpoints still need the CSRF token from a session.
+    task = make(TaskState.PENDING, user)
+    assert_error(client.post(f"/api/tasks/{task.id}/cancel/"), 403, "permission_denied", "CSRF")
+    assert LongTimeTask.objects.get(id=task.id).state == TaskState.PENDING
