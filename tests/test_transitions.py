@@ -116,7 +116,7 @@ def test_update_returning_is_chosen_by_feature_not_by_name():
 
     from long_time_task.querysets import update_returning
 
-    def sqlite(version):
+    def sqlite(version: tuple[int, ...]) -> SimpleNamespace:
         return SimpleNamespace(vendor="sqlite", Database=SimpleNamespace(sqlite_version_info=version))
 
     assert update_returning(SimpleNamespace(vendor="postgresql"))
