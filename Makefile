@@ -4,14 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run migrate test test-fast test-faults reliability bench lint format messages clean
+.PHONY: help venv run migrate test test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale lint format messages clean
 
 help:
 	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all)"
 	@echo "make test    - the whole test suite (real PostgreSQL and Redis when they answer)"
 	@echo "make test-faults - only the fault-injection suite (tests/faults)"
+	@echo "make test-browser - only the dashboard's browser tests (tests/browser, Debian's chromium)"
+	@echo "make screenshots - run the browser tests and save the dashboard screenshots into docs/img"
 	@echo "make reliability - run the fault suite and write docs/reliability.md"
-	@echo "make bench   - the throughput benchmark (raw Celery, tracked, django-celery-results) -> docs/performance.md"
+	@echo "make bench   - all the benchmarks below, then docs/performance.md (about 25 minutes)"
+	@echo "make bench-throughput - raw Celery, tracked, django-celery-results side by side"
+	@echo "make bench-api - the API (submit, detail, list) under load: gunicorn + wrk"
+	@echo "make bench-scale - list latency at 100k, 1M and 10M rows (about 5 GB in PostgreSQL)"
 	@echo "make lint    - ruff check, ruff format --check, mypy"
 	@echo "make messages - recompile the translations"
 
@@ -29,7 +34,8 @@ migrate: venv
 
 run: migrate
 	@echo ""
-	@echo "  Web:    http://127.0.0.1:8000/admin/   (log in with the demo login above)"
+	@echo "  Dashboard: http://127.0.0.1:8000/dashboard/   (log in with the demo login above)"
+	@echo "  Admin:  http://127.0.0.1:8000/admin/"
 	@echo "  API:    http://127.0.0.1:8000/api/tasks/"
 	@echo "  Token:  $(BIN)/python manage.py create_api_token demo   (the token is the last line)"
 	@echo "  Broker: $${CELERY_BROKER_URL:-embedded (SQLite file in var/)}   Database: $${DATABASE_URL:-embedded (var/db.sqlite3)}"
@@ -39,6 +45,12 @@ run: migrate
 test: venv
 	$(BIN)/python -m pytest
 
+test-browser: venv
+	$(BIN)/python -m pytest tests/browser
+
+screenshots: venv
+	LTT_DASHBOARD_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/browser
+
 test-faults: venv
 	LTT_FAULTS_CONTROL_SERVICES=1 $(BIN)/python -m pytest tests/faults
 
@@ -47,9 +59,28 @@ reliability: venv
 	LTT_FAULTS_CONTROL_SERVICES=1 LTT_RELIABILITY_RESULTS=var/reliability.json $(BIN)/python -m pytest tests/faults
 	$(BIN)/python scripts/reliability_report.py var/reliability.json docs/reliability.md
 
-bench: venv
+# The API benchmark's load generator is wrk (Debian's package), installed here when missing.
+bench-deps: venv
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@command -v wrk >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
+
+bench: bench-deps
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.scale --sizes 100000 1000000 10000000
+	$(BIN)/python -m bench.report
+
+bench-throughput: bench-deps
+	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.report
+
+bench-api: bench-deps
+	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.report
+
+bench-scale: bench-deps
+	$(BIN)/python -m bench.scale --sizes 100000 1000000 10000000
 	$(BIN)/python -m bench.report
 
 test-fast: venv
@@ -65,7 +96,8 @@ format: venv
 	$(BIN)/ruff format .
 
 messages: venv
-	cd long_time_task && ../$(BIN)/django-admin makemessages -l zh_Hans --no-obsolete && ../$(BIN)/django-admin compilemessages
+	cd long_time_task && ../$(BIN)/django-admin makemessages -l zh_Hans --no-obsolete --ignore 'dashboard/*' && ../$(BIN)/django-admin compilemessages --ignore 'dashboard/*'
+	cd long_time_task/dashboard && ../../$(BIN)/django-admin makemessages -l zh_Hans --no-location && ../../$(BIN)/django-admin compilemessages
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -84,11 +84,14 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "long_time_task",
+    "long_time_task.dashboard",
     *env_list("DEMO_EXTRA_APPS", []),
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the dashboard's CSS and script) served by the app itself in production.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -155,6 +158,19 @@ USE_TZ = True  # stored in UTC, shown in TIME_ZONE
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# With DEBUG off, `manage.py collectstatic` first: WhiteNoise serves the hashed, compressed copies.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# The dashboard (/dashboard/) logs users in with its own page.
+LOGIN_URL = "ltt_dashboard:login"
+LOGIN_REDIRECT_URL = "ltt_dashboard:task_list"
 
 # ---------------------------------------------------------------- API
 REST_FRAMEWORK = {
@@ -214,6 +230,11 @@ LONG_TIME_TASK_CANCEL_GRACE_SECONDS = float(env_str("LONG_TIME_TASK_CANCEL_GRACE
 LONG_TIME_TASK_ETA_MAX_SECONDS = float(env_str("LONG_TIME_TASK_ETA_MAX_SECONDS", "300"))
 LONG_TIME_TASK_RETENTION_DAYS = float(env_str("LONG_TIME_TASK_RETENTION_DAYS", "0")) or None
 LONG_TIME_TASK_PURGE_INTERVAL = float(env_str("LONG_TIME_TASK_PURGE_INTERVAL", "3600"))
+# The dashboard's live updates (docs/dashboard.md): how long one event stream lasts before the browser
+# reconnects, how often the shared poller reads the watched rows, and a switch (off: 503, the pages poll).
+LONG_TIME_TASK_EVENTS_STREAM_SECONDS = float(env_str("LONG_TIME_TASK_EVENTS_STREAM_SECONDS", "30"))
+LONG_TIME_TASK_EVENTS_POLL_INTERVAL = float(env_str("LONG_TIME_TASK_EVENTS_POLL_INTERVAL", "0.5"))
+LONG_TIME_TASK_EVENTS_ENABLED = env_bool("LONG_TIME_TASK_EVENTS_ENABLED", True)
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:

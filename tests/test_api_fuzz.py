@@ -40,6 +40,7 @@ def server_env(tmp_path: Path, django_user_model: Any) -> tuple[dict[str, str], 
         manage(env, "setup_demo")
         token = manage(env, "create_api_token", "demo").strip().splitlines()[-1]
     env["LONG_TIME_TASK_SUBMIT_RATE"] = ""  # the fuzzer submits fast; throttling has its own test
+    env["LONG_TIME_TASK_EVENTS_STREAM_SECONDS"] = "1"  # the fuzzer opens event streams too; keep each short
     return env, token
 
 

@@ -1,0 +1,153 @@
+/* The task dashboard's script: live updates from the API's Server-Sent Events (polling when they fail),
+   times in the viewer's time zone, and a type picker that needs no button. Every page works without it. */
+(function () {
+  "use strict";
+  document.documentElement.classList.add("js");
+
+  var strings = {};
+  try { strings = JSON.parse(document.getElementById("ltt-strings").textContent); } catch (e) { /* none */ }
+  var lang = document.documentElement.lang || undefined;
+
+  // The server renders times in the zone of this cookie (else its own); the browser knows the viewer's.
+  var zone = "";
+  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { /* old browser */ }
+  if (zone && document.cookie.indexOf("ltt_tz=" + encodeURIComponent(zone)) === -1) {
+    document.cookie = "ltt_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax";
+  }
+  var timeFormat = new Intl.DateTimeFormat(lang, {
+    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    hour12: false, timeZoneName: "short"
+  });
+  function formatTime(iso) { return timeFormat.format(new Date(iso)); }
+  function localTimes(root) {
+    root.querySelectorAll("time[data-local]").forEach(function (el) {
+      el.textContent = formatTime(el.getAttribute("datetime"));
+    });
+  }
+  function timeHtml(iso) {
+    if (!iso) { return "–"; }
+    var t = document.createElement("time");
+    t.setAttribute("datetime", iso);
+    t.setAttribute("data-local", "");
+    t.textContent = formatTime(iso);
+    return t.outerHTML;
+  }
+  function seconds(value) {
+    if (value === null || value === undefined) { return "–"; }
+    if (value < 10) { return value.toFixed(1) + " s"; }
+    var total = Math.round(value), h = Math.floor(total / 3600), m = Math.floor(total % 3600 / 60), s = total % 60;
+    if (h) { return h + " h " + m + " min"; }
+    if (m) { return m + " min " + s + " s"; }
+    return s + " s";
+  }
+
+  // The type picker: choosing a type shows its form.
+  document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
+    select.addEventListener("change", function () { if (select.value) { select.form.submit(); } });
+  });
+
+  localTimes(document);
+
+  var root = document.querySelector("[data-live]");
+  if (!root) { return; }
+  var detail = root.hasAttribute("data-detail");
+  var status = document.querySelector("[data-live-status]");
+  function setStatus(text) { if (status) { status.textContent = text ? "· " + text : ""; } }
+
+  function applyTask(task) {
+    document.querySelectorAll('[data-task-id="' + task.id + '"]').forEach(function (el) {
+      var previous = el.getAttribute("data-state");
+      el.setAttribute("data-state", task.state);
+      var state = el.querySelector('[data-field="state"]');
+      if (state) { state.textContent = task.state_display; state.className = "state state-" + task.state; }
+      var cancel = el.querySelector('[data-field="cancel"]');
+      if (task.cancel_requested && !task.terminal && !cancel && state) {
+        state.insertAdjacentHTML("afterend", ' <span class="note" data-field="cancel"></span>');
+        el.querySelector('[data-field="cancel"]').textContent = "(" + strings.cancelRequested + ")";
+      } else if (cancel && task.terminal) { cancel.remove(); }
+      var percent = task.progress && task.progress.percent !== null ? task.progress.percent : (task.state === "FINISHED" ? 100 : null);
+      var bar = el.querySelector('[data-field="progress"] progress');
+      // No figure reported: an indeterminate bar while it runs, an empty one otherwise.
+      if (bar) {
+        if (percent !== null) { bar.value = percent; } else if (task.state === "RUNNING") { bar.removeAttribute("value"); } else { bar.value = 0; }
+      }
+      var pct = el.querySelector('[data-field="percent"]');
+      if (pct) { pct.textContent = percent === null ? "" : Math.round(percent) + "%"; }
+      var message = el.querySelector('[data-field="message"]');
+      if (message) { message.textContent = task.progress ? task.progress.message : ""; }
+      ["start_at", "finish_at"].forEach(function (name) {
+        var cell = el.querySelector('[data-field="' + name + '"]');
+        if (cell) { cell.innerHTML = timeHtml(task[name]); }
+      });
+      var duration = el.querySelector('[data-field="duration"]');
+      if (duration && task.finish_at) { duration.textContent = seconds(task.duration); }
+      var attempts = el.querySelector('[data-field="attempts"]');
+      if (attempts) { attempts.textContent = task.attempts; }
+      if (detail && previous !== task.state) { refresh(); }
+    });
+  }
+
+  // The detail page: a state change brings new sections (result, error, buttons): fetch the page again and
+  // swap the live part in place, keeping the focus where it was.
+  var refreshing = null;
+  function refresh() {
+    if (refreshing) { return refreshing; }
+    refreshing = fetch(window.location.href, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-live]");
+        var current = document.querySelector("[data-live]");
+        if (!fresh || !current) { return; }
+        var focused = document.activeElement && document.activeElement.id;
+        current.replaceWith(fresh);
+        localTimes(fresh);
+        status = document.querySelector("[data-live-status]");
+        setStatus(source ? strings.live : "");
+        if (focused && document.getElementById(focused)) { document.getElementById(focused).focus(); }
+      })
+      .catch(function () { /* the next event or poll tries again */ })
+      .then(function () { refreshing = null; });
+    return refreshing;
+  }
+
+  // Polling: the fallback when EventSource is missing or the stream fails for good.
+  var pollTimer = null;
+  function poll() {
+    if (pollTimer) { return; }
+    setStatus(strings.polling);
+    pollTimer = window.setInterval(function () {
+      if (document.hidden) { return; }
+      var live = document.querySelector("[data-live]");
+      if (detail && live && !live.hasAttribute("data-events-url")) { window.clearInterval(pollTimer); setStatus(""); return; }
+      refresh();
+    }, 3000);
+  }
+
+  var source = null;
+  var url = root.getAttribute("data-events-url");
+  if (!url) { return; }
+  if (!window.EventSource) { poll(); return; }
+  source = new EventSource(url, { withCredentials: true });
+  source.addEventListener("open", function () { setStatus(strings.live); });
+  source.addEventListener("task", function (event) { applyTask(JSON.parse(event.data)); });
+  source.addEventListener("end", function () {
+    source.close();
+    setStatus("");
+    if (detail) { refresh(); }
+  });
+  source.addEventListener("created", function () {
+    var notice = document.querySelector("[data-new-tasks]");
+    if (!notice || !notice.hidden) { return; }
+    notice.textContent = strings.newTasks + " ";
+    var link = document.createElement("a");
+    link.href = window.location.pathname + window.location.search;
+    link.textContent = strings.show;
+    notice.appendChild(link);
+    notice.hidden = false;
+  });
+  source.addEventListener("error", function () {
+    // A stream that ends is reopened by the browser; one that cannot be opened (an HTTP error) is CLOSED.
+    if (source.readyState === EventSource.CLOSED) { source = null; poll(); }
+  });
+})();
