@@ -48,39 +48,188 @@ SCALE_COLUMNS = [
     ("state_filter_ms", "?state=FAILED"),
     ("type_filter_ms", "?task_type=…"),
     ("cursor_page_ms", "page 51 by cursor"),
+    ("middle_cursor_ms", "cursor halfway down"),
     ("last_page_number_ms", "page 500 by number"),
     ("owner_first_page_ms", "an owner's first page"),
     ("detail_ms", "detail"),
+    ("old_owner_first_page_ms", "first page of an owner of only old tasks"),
+    ("old_owner_first_page_rpc_1_1_ms", "the same, random_page_cost = 1.1"),
 ]
 
 
 def scale_section(results: list[dict[str, Any]]) -> list[str]:
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    columns = [(key, label) for key, label in SCALE_COLUMNS if all(key in r for r in results)]
+    with_sql = all("sql_ms" in r for r in results)
     sizes = [r["size"] for r in results]
-    for key, label in SCALE_COLUMNS:
-        ax.plot(sizes, [r[key] for r in results], marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("tasks in the table")
-    ax.set_ylabel("ms (median of 7)")
-    ax.set_ylim(bottom=0)
-    ax.set_title("List and detail latency against table size (PostgreSQL)")
-    ax.legend(fontsize=7, ncol=2)
+    panels = [("wall time, through Django and DRF", None)] + ([("of which SQL", "sql_ms")] if with_sql else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(10 if with_sql else 8, 3.8), squeeze=False)
+    for ax, (title, nested) in zip(axes[0], panels, strict=True):
+        for key, label in columns:
+            ax.plot(sizes, [(r[nested] if nested else r)[key] for r in results], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")  # flat lines stay flat; the one that is not would flatten the others
+        ax.set_xlabel("tasks in the table")
+        ax.set_ylabel("ms (median, log scale)")
+        ax.set_title(title, fontsize=9)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.suptitle("List and detail latency against table size (PostgreSQL)", fontsize=10)
     fig.tight_layout()
     fig.savefig(DOCS / "img" / "list-latency.png", dpi=110)
+    repeat = results[0].get("repeat", 7)
+    largest = max(results, key=lambda r: r["size"])
     lines = [
         "\n## List latency against table size\n\n",
-        "`python -m bench.scale` fills the table with generated tasks (a year of them, 10 owners, 90 % finished)\n",
-        "and times the API in-process, through Django and DRF, as a staff user (an owner for the owner column).\n",
-        "Median of 7, in ms. `total` is exact up to 10,000 tasks, then PostgreSQL's estimate. Not measured yet:\n",
-        "10,000,000 rows (filling them through the live indexes took longer than this run allowed).\n\n",
+        f"`python -m bench.scale --sizes {' '.join(str(s) for s in sizes)}` (`make bench-scale`) fills the table\n",
+        "with generated tasks (a year of them, 10 owners, 90 % finished) and times the API in-process, through\n",
+        "Django and DRF, as a staff user (an owner for the owner column). "
+        f"Median of {repeat} requests after two warm-up requests, in ms.\n",
+        "`total` is exact up to 10,000 tasks, then PostgreSQL's estimate. The cursor halfway down the table is\n",
+        "a keyset page as deep as the table is big; page 500 by number is the deepest page number allowed\n",
+        "(`OFFSET 9,980`), so its cost depends on that offset, not on the table.\n\n",
         "![list latency](img/list-latency.png)\n\n",
-        "| tasks | " + " | ".join(label for _, label in SCALE_COLUMNS) + " | total shown |\n",
-        "|---" * (len(SCALE_COLUMNS) + 2) + "|\n",
+        "| tasks | " + " | ".join(label for _, label in columns) + " | total shown |\n",
+        "|---" * (len(columns) + 2) + "|\n",
     ]
     for r in results:
-        cells = " | ".join(f"{r[key]:.1f}" for key, _ in SCALE_COLUMNS)
+        cells = " | ".join(f"{r[key]:.1f}" for key, _ in columns)
         shown = f"{r['total']:,}" + (" (estimate)" if r["total_is_estimate"] else "")
         lines.append(f"| {r['size']:,} | {cells} | {shown} |\n")
+    if with_sql:
+        lines += [
+            "\nOf which SQL (the time spent in the database driver, round trips included, for all the request's\n",
+            "queries: session, user, the planner's estimate, the page):\n\n",
+            "| tasks | " + " | ".join(label for _, label in columns) + " |\n",
+            "|---" * (len(columns) + 1) + "|\n",
+        ]
+        for r in results:
+            lines.append(f"| {r['size']:,} | " + " | ".join(f"{r['sql_ms'][key]:.1f}" for key, _ in columns) + " |\n")
+    if "fill_s" in largest:
+        lines += [
+            "\nFilling: the secondary indexes and the unique and foreign-key constraints are dropped, the rows\n",
+            "inserted with `generate_series` in one transaction, the same indexes and constraints recreated from\n",
+            "their definitions, then `VACUUM (ANALYZE)`. ",
+            ", ".join(
+                f"{r['size']:,} rows: {r['fill_s']:.0f} s (insert {r['insert_s']:.0f} s, indexes and constraints "
+                f"{r['index_s']:.0f} s, vacuum {r['vacuum_analyze_s']:.0f} s), {r['table_and_indexes_gb']:.2f} GB"
+                for r in results
+                if "fill_s" in r and r["size"] >= 1_000_000
+            ),
+            ".\n",
+        ]
+    notes = ROOT / "bench" / "scale.md"
+    if notes.exists():
+        lines += ["\n", notes.read_text()]
+    return lines
+
+
+def api_cell(row: dict[str, Any] | None, kind: str) -> str:
+    if row is None:
+        return "-"
+    if kind == "rps":
+        r = row["rps"]
+        return f"{r['median']:,.0f} ({r['min']:,.0f}–{r['max']:,.0f})"
+    return f"{row['p50_ms']['median']:.1f} / {row['p99_ms']['median']:.1f}"
+
+
+def api_plot(report: dict[str, Any], path: Path) -> None:
+    summary, configs = report["summary"], list(report["configs"])
+    groups = sorted({(r["endpoint"], r["clients"]) for r in summary}, key=lambda g: (
+        list(report["endpoints"]).index(g[0]), g[1]))  # fmt: skip
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    width = 0.8 / len(configs)
+    for i, config in enumerate(configs):
+        rows = {(r["endpoint"], r["clients"]): r for r in summary if r["config"] == config}
+        xs = [x + (i - (len(configs) - 1) / 2) * width for x in range(len(groups))]
+        rps = [rows[g]["rps"]["median"] if g in rows else 0 for g in groups]
+        p99 = [rows[g]["p99_ms"]["median"] if g in rows else 0 for g in groups]
+        top.bar(xs, rps, width, label=config)
+        bottom.bar(xs, p99, width, label=config)
+    top.set_ylabel("requests/s (median)")
+    bottom.set_ylabel("p99 latency, ms (median)")
+    bottom.set_xticks(range(len(groups)), [f"{e}\n{c} client{'s' if c > 1 else ''}" for e, c in groups], fontsize=8)
+    top.legend(fontsize=8)
+    top.set_title("The API under load: gunicorn configurations (wrk over loopback, 2 cores shared)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def api_section(report: dict[str, Any]) -> list[str]:
+    api_plot(report, DOCS / "img" / "api.png")
+    summary, configs, a, m = report["summary"], list(report["configs"]), report["args"], report["machine"]
+    rows = {(r["config"], r["endpoint"], r["clients"]): r for r in summary}
+    groups = sorted({(r["endpoint"], r["clients"]) for r in summary}, key=lambda g: (
+        list(report["endpoints"]).index(g[0]), g[1]))  # fmt: skip
+    env = " ".join(f"{k}={v}" for k, v in report["server_env"].items())
+    requests = sum(r["requests"] for r in summary)
+    non_2xx = sum(r["non_2xx"] for r in summary)
+    errors = sum(r["socket_errors"] for r in summary)
+    prepared = report["prepared"]
+    by_version: dict[str, list[str]] = {}
+    for config in configs:
+        found = {r.get("version", report["version"]) for r in report["runs"] if r["config"] == config}
+        for version in sorted(found):
+            by_version.setdefault(version, []).append(config)
+    versions = "; ".join(f"`{v}` ({', '.join(c)})" for v, c in by_version.items())
+    lines = [
+        "\n## API under load\n\n",
+        f"`{report['command'].strip()}` (`make bench-api`) runs the production server of the README's Deployment\n",
+        "section, gunicorn, on 127.0.0.1 with its production settings, and loads it with\n",
+        f"[wrk]({'https://github.com/wg/wrk'}) ({m['wrk']}, one thread) over loopback, on the same machine\n",
+        f"({m['cpus']} cores shared by wrk, gunicorn, PostgreSQL and Redis; gunicorn {m['gunicorn']}). "
+        f"Closed loop: each of the N clients\n",
+        "(connections) sends its next request as soon as the previous one is answered. "
+        f"{a['duration']:.0f} s per run after a {a['warmup']:.0f} s warm-up\n",
+        f"per endpoint, {a['reps']} repetitions; figures are the median (and min–max). Code: {versions}.\n\n",
+        "- server: " + ", ".join(f"`{c}`" for c in report["configs"].values()) + ", with\n",
+        f"  `{env}`\n",
+        "  (HTTPS redirect and HSTS on: wrk sends the `X-Forwarded-Proto: https` of a TLS-terminating proxy)\n",
+        f"- table: {prepared['rows']:,} tasks; the reading user owns {prepared['reader_rows']:,} of them\n",
+        "- endpoints: "
+        + "; ".join(f"{name} `{target}`" for name, target in report["endpoints"].items())
+        + f"; submit body `{report['submit_body']}`, rotated over {prepared['submit_users']:,} users' tokens "
+        "(both submit limits still checked on every request); detail rotated over 1,000 of the reader's tasks;\n"
+        "  list is the reader's first page (20 tasks, newest first)\n",
+        f"- answers: {requests:,} requests in all, **{non_2xx:,} not 2xx**, {errors:,} socket errors\n",
+        "- measured with: " + "; ".join(f"`{c}`" for c in report.get("commands", [report["command"]])) + "\n\n",
+        "![API under load](img/api.png)\n\n",
+        "Requests per second:\n\n",
+        "| endpoint | clients | " + " | ".join(configs) + " |\n",
+        "|---|---" + "|---" * len(configs) + "|\n",
+    ]
+    for endpoint, clients in groups:
+        cells = " | ".join(api_cell(rows.get((c, endpoint, clients)), "rps") for c in configs)
+        lines.append(f"| {endpoint} | {clients} | {cells} |\n")
+    lines += [
+        "\nLatency, p50 / p99 (ms):\n\n",
+        "| endpoint | clients | " + " | ".join(configs) + " |\n",
+        "|---|---" + "|---" * len(configs) + "|\n",
+    ]
+    for endpoint, clients in groups:
+        cells = " | ".join(api_cell(rows.get((c, endpoint, clients)), "latency") for c in configs)
+        lines.append(f"| {endpoint} | {clients} | {cells} |\n")
+    lines += [
+        "\nCPU per request (ms, at the highest concurrency): gunicorn (master and workers) / PostgreSQL and\n",
+        "Redis; wrk's own CPU, and the CPU of everything else on the machine during the runs (other work on\n",
+        "a shared machine, the kernel), in cores (medians):\n\n",
+        "| endpoint | " + " | ".join(configs) + " |\n",
+        "|---" + "|---" * len(configs) + "|\n",
+    ]
+    top = max(clients for _, clients in groups)
+    for endpoint in report["endpoints"]:
+        cells = []
+        for config in configs:
+            r = rows.get((config, endpoint, top))
+            cells.append(
+                "-"
+                if r is None
+                else f"{r['gunicorn_cpu_ms_per_request']['median']:.1f} / "
+                f"{r['db_redis_cpu_ms_per_request']['median']:.1f}; wrk {r['wrk_cpu_share']['median']:.2f}; "
+                f"other {r.get('other_cpu_share', {}).get('median', 0):.2f}"
+            )
+        lines.append(f"| {endpoint} | " + " | ".join(cells) + " |\n")
+    notes = ROOT / "bench" / "api.md"
+    if notes.exists():
+        lines += ["\n", notes.read_text()]
     return lines
 
 
@@ -95,7 +244,8 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
         "# Performance\n\n",
         "How much tracking every task as a database row costs, against raw Celery on the same broker, database,\n",
         "concurrency and machine, measured in the same run. Reproduce with `make bench` (PostgreSQL on\n",
-        "127.0.0.1:5432 and Redis on 127.0.0.1:6379; it uses the database `ltt_bench` and Redis databases 13-14).\n\n",
+        "127.0.0.1:5432 and Redis on 127.0.0.1:6379; it uses the database `ltt_bench` and Redis databases 12-14;\n",
+        "`make bench-throughput`, `make bench-api` and `make bench-scale` run one part each).\n\n",
         f"Machine: {m['cpus']} cores, {m['memory_gb']} GiB, {m['platform']}, Python {m['python']}. ",
         f"Workload: {a['n']} no-op tasks per run (each handler does one Redis round trip that counts it), worker ",
         f"concurrency {a['concurrency']} (prefork), acks_late, prefetch 1; {a['reps']} repetitions, the systems in ",
@@ -127,6 +277,9 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
             f"{mem['n']:,} |\n"
         )
     lines.append("\nRSS of the worker's main process and its children together.\n")
+    api = ROOT / "bench" / "api.json"
+    if api.exists():
+        lines += api_section(json.loads(api.read_text()))
     scale = ROOT / "bench" / "scale.json"
     if scale.exists():
         lines += scale_section(json.loads(scale.read_text()))
