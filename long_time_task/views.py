@@ -20,7 +20,7 @@ from . import services
 from .conf import conf
 from .errors import ApiError
 from .limits import SubmitRateThrottle
-from .pagination import InvalidCursor, after_cursor, capped_count, encode_cursor
+from .pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
 from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from .serializers import (
     CancelResponseSerializer,
@@ -63,7 +63,12 @@ class TaskListView(APIView):
         query = ListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         q = query.validated_data
-        tasks = services.visible_tasks(request.user).select_related("owner")
+        # The list shows no params, result or error text: leave those (possibly large) columns unread.
+        tasks = (
+            services.visible_tasks(request.user)
+            .select_related("owner")
+            .defer("task_params", "result", "error_message", "error_traceback")
+        )
         if "state" in q:
             tasks = tasks.filter(state=q["state"])
         if "task_type" in q:
@@ -93,7 +98,7 @@ class TaskListView(APIView):
                     _("Page %(page)s is too deep for page numbers: follow next_cursor instead.") % {"page": page},
                     code="page_too_deep",
                 )
-        rows = list(tasks[offset : offset + page_size + 1])
+        rows = fetch_page(tasks, offset, page_size + 1)
         more = len(rows) > page_size
         rows = rows[:page_size]
         if estimated and not more and "cursor" not in q:

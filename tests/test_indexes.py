@@ -102,7 +102,7 @@ def test_a_state_transition_pays_only_for_the_indexes_the_queries_use():
     assert not [name for name, sql in definitions.items() if "pattern_ops" in sql]  # no LIKE twins
     full = sorted(name for name, sql in definitions.items() if " WHERE " not in sql)
     partial = sorted(name for name, sql in definitions.items() if " WHERE " in sql)
-    assert len(full) == 6, full  # primary key, celery id, create_at, (state, create_at), (type, state), (owner, ...)
+    assert len(full) == 6, full  # primary key, celery id, create_at, and one per list filter (state, type, owner)
     assert partial == ["ltt_owner_idempotency_key", "ltt_retry_of"]
 
 
@@ -111,3 +111,29 @@ def test_the_retries_of_a_task_are_found_through_the_partial_index(user):
     LongTimeTask.objects.create(task_type="test_echo", owner=user, retry_of=original)
     nodes = plan_of(LongTimeTask.objects.filter(retry_of=original.id))
     assert "ltt_retry_of" in indexes_scanned(nodes)
+
+
+@pytest.mark.parametrize("field", ["owner", "state", "task_type"])
+def test_each_list_filter_has_an_index_in_the_lists_exact_order(rows, user, field):
+    """The first page of a filtered list is a backward scan of that filter's own index with no sort step,
+    whatever the data: never a walk down create_at that filters row by row (slow when the matches are old)."""
+    value = {"owner": user, "state": TaskState.PENDING, "task_type": "test_echo"}[field]
+    queryset = LongTimeTask.objects.filter(**{field: value}).order_by("-create_at", "-id")[:21]
+    nodes = plan_of(queryset, no_sort=True)
+    column = "owner_id" if field == "owner" else field
+    assert column in index_conditions(nodes)
+    assert not any("Sort" in n["Node Type"] for n in nodes)  # not even an incremental sort
+
+
+@pytest.mark.parametrize("field", ["owner", "state", "task_type"])
+def test_a_pages_ids_come_from_the_filters_own_index_alone(rows, user, field):
+    """fetch_page reads a page's ids first: covered by the filter's (filter, create_at, id) index, so the
+    plan needs no table rows to decide the page, and no other index can look cheaper."""
+    value = {"owner": user, "state": TaskState.PENDING, "task_type": "test_echo"}[field]
+    ids = LongTimeTask.objects.filter(**{field: value}).order_by("-create_at", "-id").values_list("id", flat=True)
+    nodes = plan_of(ids[:21], no_sort=True)
+    scans = [n for n in nodes if "Index Name" in n]
+    assert [n["Node Type"] for n in scans] == ["Index Only Scan"], scans
+    assert {"owner": "ltt_owner_created", "state": "ltt_state_create_at", "task_type": "ltt_type_create_at"}[
+        field
+    ] in indexes_scanned(nodes)

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from .. import services
 from ..conf import conf
 from ..models import TERMINAL_STATES, LongTimeTask, TaskState
-from ..pagination import InvalidCursor, after_cursor, capped_count, encode_cursor
+from ..pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
 from ..registry import InvalidParams, LongTimeTaskRegister, TaskConfig, UnknownTaskType
 from ..retention import result_files
 from . import overview as stats
@@ -104,7 +104,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
         offset = (page - 1) * PAGE_SIZE
         if offset > conf.MAX_LIST_OFFSET:
             raise Http404(_("This page is too deep: follow the Next links instead."))
-    rows = list(tasks[offset : offset + PAGE_SIZE + 1])
+    rows = fetch_page(tasks, offset, PAGE_SIZE + 1)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     filters = {k: v for k, v in request.GET.items() if k not in {"page", "cursor"} and v}
