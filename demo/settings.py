@@ -157,7 +157,10 @@ USE_I18N = True
 USE_TZ = True  # stored in UTC, shown in TIME_ZONE
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(VAR_DIR / "static")))
+# WhiteNoise serves STATIC_ROOT; before the first collectstatic it is empty, but it must exist (WhiteNoise
+# warns about a missing one, and with DEBUG on the files come from the apps' static directories anyway).
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # With DEBUG off, `manage.py collectstatic` first: WhiteNoise serves the hashed, compressed copies.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -235,6 +238,7 @@ LONG_TIME_TASK_PURGE_INTERVAL = float(env_str("LONG_TIME_TASK_PURGE_INTERVAL", "
 LONG_TIME_TASK_EVENTS_STREAM_SECONDS = float(env_str("LONG_TIME_TASK_EVENTS_STREAM_SECONDS", "30"))
 LONG_TIME_TASK_EVENTS_POLL_INTERVAL = float(env_str("LONG_TIME_TASK_EVENTS_POLL_INTERVAL", "0.5"))
 LONG_TIME_TASK_EVENTS_ENABLED = env_bool("LONG_TIME_TASK_EVENTS_ENABLED", True)
+LONG_TIME_TASK_EVENTS_MAX_PER_USER = env_int("LONG_TIME_TASK_EVENTS_MAX_PER_USER", 10)
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:

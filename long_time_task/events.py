@@ -16,6 +16,7 @@ thread while it is open; under ASGI (uvicorn) it holds none: see docs/dashboard.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -225,7 +226,10 @@ class Hub:
             connection.close()  # this thread's own connection: gone with the last stream
 
     def _poll(self, ids: list[int], max_id: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        connection.close_if_unusable_or_obsolete()
+        # Only a broken connection is dropped: CONN_MAX_AGE is about request connections, and with 0 (the
+        # ASGI process of the Deployment section) Django's check would reconnect on every poll.
+        if connection.connection is not None and connection.errors_occurred and not connection.is_usable():
+            connection.close()
         rows = list(LongTimeTask.objects.filter(id__in=ids).values(*FIELDS)) if ids else []
         new: list[dict[str, Any]] = []
         if max_id is not None:
@@ -340,6 +344,58 @@ class Stream:
             hub.leave(self.ids)
 
 
+class OpenStreams:
+    """How many streams each user has open in this process, to refuse one user a server's worth of them.
+
+    A stream counts from its response's creation until the server closes the response (finished, or the
+    client went away), which Django reports through the response's closers under WSGI and ASGI alike.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[Any] = Counter()
+
+    def acquire(self, user_id: Any, limit: int) -> bool:
+        with self._lock:
+            if self._counts[user_id] >= limit:
+                return False
+            self._counts[user_id] += 1
+            return True
+
+    def release(self, user_id: Any) -> None:
+        with self._lock:
+            self._counts[user_id] -= 1
+            if self._counts[user_id] <= 0:
+                del self._counts[user_id]
+
+
+open_streams = OpenStreams()
+
+
+def max_streams_per_user() -> int:
+    return int(_setting("MAX_PER_USER", 10))
+
+
+def counted_stream_response(request: Request, stream: Stream) -> StreamingHttpResponse:
+    """The stream, unless the caller already has ``LONG_TIME_TASK_EVENTS_MAX_PER_USER`` open in this process
+    (under WSGI each holds a server thread): then 429, and ``EventSource`` retries or the page polls."""
+    limit, user_id = max_streams_per_user(), request.user.pk
+    if not open_streams.acquire(user_id, limit):
+        raise ApiError(
+            _("Too many open event streams (%(limit)s); close some pages.") % {"limit": limit},
+            code="too_many_streams",
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        )
+    try:
+        response = stream_response(request, stream)
+    except BaseException:
+        open_streams.release(user_id)
+        raise
+    # Django calls a response's closers when the server closes it (finished, or the client went away).
+    getattr(response, "_resource_closers").append(functools.partial(open_streams.release, user_id))  # noqa: B009
+    return response
+
+
 def stream_response(request: Request, stream: Stream) -> StreamingHttpResponse:
     # The stream reads nothing more itself: give this thread's connection back now instead of holding it
     # (idle) for the stream's whole life. (Not inside a transaction, e.g. a test's.)
@@ -396,7 +452,7 @@ class TaskEventsView(APIView):
         operation_id="tasks_events",
         responses={
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.OBJECT, description="The event stream."),
-            **{code: OpenApiResponse(description="The error envelope.") for code in (401, 404, 406, 503)},
+            **{code: OpenApiResponse(description="The error envelope.") for code in (401, 404, 406, 429, 503)},
         },
         description=STREAM_DESCRIPTION
         + " A task stream ends with an `end` event once its task is finished. Another user's task answers 404.",
@@ -409,7 +465,7 @@ class TaskEventsView(APIView):
         require_event_stream(request)
         row = {name: getattr(task, name) for name in FIELDS}
         stream = Stream(rows=[row], user_id=request.user.pk, sees_all=_sees_all(request.user), single=True)
-        return stream_response(request, stream)
+        return counted_stream_response(request, stream)
 
 
 class TaskListEventsView(APIView):
@@ -431,7 +487,7 @@ class TaskListEventsView(APIView):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.OBJECT, description="The event stream."),
-            **{code: OpenApiResponse(description="The error envelope.") for code in (400, 401, 404, 406, 503)},
+            **{code: OpenApiResponse(description="The error envelope.") for code in (400, 401, 404, 406, 429, 503)},
         },
         description=STREAM_DESCRIPTION
         + " Also sends a `created` event (`id`, `task_type`) for each task the caller may see that is submitted "
@@ -452,4 +508,4 @@ class TaskListEventsView(APIView):
         rows = list(services.visible_tasks(request.user).filter(id__in=ids).order_by("-id").values(*FIELDS))
         last = LongTimeTask.objects.order_by("-id").values_list("id", flat=True).first()
         stream = Stream(rows=rows, user_id=request.user.pk, sees_all=_sees_all(request.user), max_id=last or 0)
-        return stream_response(request, stream)
+        return counted_stream_response(request, stream)

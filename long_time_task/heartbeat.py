@@ -39,21 +39,40 @@ def active_celery_ids() -> list[str]:
     return [request.id for request in active_requests()]
 
 
-def enforce_cancels(grace: float) -> list[int]:
-    """Stop the running tasks whose cancel is overdue; returns their row ids."""
+def request_attempt(request: Any) -> int | None:
+    """The attempt number a request runs (its second argument), or None if it cannot be read."""
+    args: list[Any] = list(getattr(request, "args", None) or [])
+    try:
+        return int(args[1]) if len(args) > 1 else 1
+    except (TypeError, ValueError):
+        return None
+
+
+def enforce_cancels(grace: float, worker: str) -> list[int]:
+    """Stop the running tasks of ``worker`` whose cancel is overdue; returns their row ids.
+
+    A row's Celery id is the same for every attempt, so the process to stop is found by (Celery id,
+    attempt): a stale attempt still running here after its lease was handed to another worker is never
+    taken for the current one, and the row must name this worker.
+    """
     from .audit import record
     from .models import AuditAction, LongTimeTask
 
-    requests = {request.id: request for request in active_requests()}
+    running = {(request.id, request_attempt(request)): request for request in active_requests()}
+    celery_ids = {celery_id for celery_id, _ in running}
     stopped = []
-    for task_id, attempt, celery_id in LongTimeTask.objects.cancel_overdue(requests, grace=grace):
-        request = requests.get(celery_id)
+    for task_id, attempt, celery_id in LongTimeTask.objects.cancel_overdue(celery_ids, grace=grace, worker=worker):
+        request = running.get((celery_id, attempt))
         pid = getattr(request, "worker_pid", None)
-        if not pid or pid == os.getpid():
-            continue  # not started in a child process (yet): it will be checked again at the next beat
+        if request is None or not pid or pid == os.getpid():
+            continue  # not running here (yet), or not in a child process: checked again at the next beat
         message = f"The task was stopped: it did not stop within {grace:g}s of its cancel request."
         if not LongTimeTask.objects.finish_cancelled(task_id, attempt=attempt, message=message):
             continue  # it finished (or was cancelled) meanwhile
+        # The same request must still be active in the same process a moment before the kill: once it is
+        # not, the child may have moved on to another task.
+        if not any(r is request and r.worker_pid == pid for r in active_requests()):
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -90,7 +109,7 @@ class LeaseHeartbeat(threading.Thread):
             if not connection.in_atomic_block:  # (never, in the heartbeat thread; only in tests)
                 close_old_connections()  # this thread's own connection: CONN_MAX_AGE and health checks
             renewed = LongTimeTask.objects.renew_leases(active_celery_ids(), worker=self.worker, lease=self.lease)
-            enforce_cancels(conf.CANCEL_GRACE_SECONDS)
+            enforce_cancels(conf.CANCEL_GRACE_SECONDS, self.worker)
             return renewed
         except Exception:
             logger.exception("Could not renew task leases")

@@ -179,6 +179,11 @@ def _server_binding_cursor() -> Any:
     return ServerBindingCursor
 
 
+def sees_all(user: Any) -> bool:
+    """Whether ``user`` sees every user's tasks: staff, and holders of ``long_time_task.view_all_tasks``."""
+    return bool(user and user.is_authenticated and (user.is_staff or user.has_perm("long_time_task.view_all_tasks")))
+
+
 def update_returning(connection: Any) -> bool:
     """Whether ``UPDATE ... RETURNING`` works: PostgreSQL, and SQLite from 3.35 (Django 5.2 allows 3.31)."""
     if connection.vendor == "postgresql":
@@ -282,7 +287,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         """Tasks ``user`` may see: staff and holders of ``view_all_tasks`` see all, others their own."""
         if not user or not user.is_authenticated:
             return self.none()
-        if user.is_staff or user.has_perm("long_time_task.view_all_tasks"):
+        if sees_all(user):
             return self
         return self.filter(owner=user)
 
@@ -332,7 +337,10 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
             statement = f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES ({marks}) RETURNING {quote('id')}"  # noqa: S608
             INSERTS[(db, columns)] = statement
         params = [meta.get_field(name).get_db_prep_save(row[name], connection) for name in columns]
-        with hot_cursor(db) as cursor:
+        # An insert with an idempotency key may fail by design (a concurrent duplicate): a failed prepared
+        # statement stays on the server under a name psycopg forgets, so that one is not prepared.
+        keyed = row.get("idempotency_key") is not None
+        with connection.cursor() if keyed else hot_cursor(db) as cursor:
             cursor.execute(statement, params)
             (row["id"],) = cursor.fetchone()
         task = LongTimeTask(**row)
@@ -426,13 +434,19 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
             )
         )
 
-    def cancel_overdue(self, celery_task_ids: Iterable[str], *, grace: float) -> list[tuple[int, int, str]]:
-        """(id, attempt, celery id) of these RUNNING rows whose cancel request is older than ``grace``."""
+    def cancel_overdue(
+        self, celery_task_ids: Iterable[str], *, grace: float, worker: str
+    ) -> list[tuple[int, int, str]]:
+        """(id, attempt, celery id) of these RUNNING rows of ``worker`` whose cancel request is older than
+        ``grace``."""
         ids = list(celery_task_ids)
         if not ids:
             return []
         rows = self.filter(
-            celery_task_id__in=ids, state=_states().RUNNING, cancel_requested_at__lte=db_now_plus(-grace)
+            celery_task_id__in=ids,
+            state=_states().RUNNING,
+            worker=worker,
+            cancel_requested_at__lte=db_now_plus(-grace),
         )
         return [(row[0], row[1], row[2]) for row in rows.values_list("id", "attempts", "celery_task_id")]
 

@@ -23,9 +23,6 @@ from .registry import LongTimeTaskRegister
 
 logger = logging.getLogger(__name__)
 
-# Result keys that name a file inside RESULTS_DIR, for task types that do not declare ``result_files``.
-DEFAULT_RESULT_FILE_KEYS = ("output_file", "report_path", "result_file")
-
 
 @dataclass
 class PurgeResult:
@@ -35,15 +32,16 @@ class PurgeResult:
 
 
 def result_files(task_type: str, result: Any) -> list[Path]:
-    """The files a result names, resolved inside RESULTS_DIR (anything pointing outside it is ignored)."""
-    if not isinstance(result, dict):
-        return []
+    """The files a result names, resolved inside RESULTS_DIR (anything pointing outside it is ignored).
+
+    Only task types that declare ``result_files`` in the registry have files: a result is the handler's
+    output, and a handler that echoed its input into a key such as ``output_file`` would otherwise let one
+    user download (and the purge delete) a file of another user's task.
+    """
     config = LongTimeTaskRegister.get_task(task_type)
-    names: Iterable[Any]
-    if config is not None and config.result_files is not None:
-        names = config.result_files(result)
-    else:
-        names = [result.get(key) for key in DEFAULT_RESULT_FILE_KEYS]
+    if config is None or config.result_files is None or not isinstance(result, dict):
+        return []
+    names: Iterable[Any] = config.result_files(result)
     root = conf.RESULTS_DIR.resolve()
     files = []
     for name in names:

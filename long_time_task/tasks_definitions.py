@@ -157,6 +157,16 @@ def read_records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     return list(columns), data
 
 
+def output_file_of(result: dict[str, Any]) -> list[str]:
+    """file_processing's result file (relative to the results directory), for downloads and the purge."""
+    return [result["output_file"]] if isinstance(result.get("output_file"), str) else []
+
+
+def report_path_of(result: dict[str, Any]) -> list[str]:
+    """report_generation's report file (relative to the results directory)."""
+    return [result["report_path"]] if isinstance(result.get("report_path"), str) else []
+
+
 @LongTimeTaskRegister.register(
     task_type="file_processing",
     description="Convert a CSV or JSON file from the files directory to JSON or CSV.",
@@ -172,6 +182,7 @@ def read_records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         "additionalProperties": False,
     },
     param_validator=check_file_params,
+    result_files=output_file_of,
 )
 def process_file(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
     source = resolve_input(params["file_path"])
@@ -286,6 +297,7 @@ def render_report(report: dict[str, Any], fmt: str) -> str:
         },
         "additionalProperties": False,
     },
+    result_files=report_path_of,
 )
 def generate_report(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
     report_type = params.get("report_type", "summary")

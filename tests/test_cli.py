@@ -489,10 +489,12 @@ def aged_tasks() -> dict[str, Any]:
     (results / "files").mkdir(parents=True)
     report = results / "files" / "report-1.json"
     report.write_text("{}")
+    conf.FILES_DIR.mkdir(parents=True, exist_ok=True)
+    (conf.FILES_DIR / "in.csv").write_text("a,b\n1,2\n")  # file_processing's input must exist at submit
     month = timedelta(days=31)
     return {
         "report": report,
-        "old_finished": finished("data_analysis", ago=month, params={"dataset_id": 1},
+        "old_finished": finished("file_processing", ago=month, params={"file_path": "in.csv"},
                                  result={"output_file": "files/report-1.json"}),
         "old_failed": finished("report_generation", ago=month, state=TaskState.FAILED),
         "old_cancelled": finished(ago=month, state=TaskState.CANCELLED),
@@ -509,13 +511,13 @@ def purge(*args: str) -> str:
 
 def test_purge_dry_run_counts_and_deletes_nothing(aged_tasks):
     out = purge("--older-than", "30d", "--dry-run")
-    assert out == "Would delete 3 tasks (data_analysis: 1, report_generation: 1, test_echo: 1) and 1 result file.\n"
+    assert out == "Would delete 3 tasks (file_processing: 1, report_generation: 1, test_echo: 1) and 1 result file.\n"
     assert LongTimeTask.objects.count() == 5 and aged_tasks["report"].exists()
 
 
 def test_purge_deletes_old_finished_tasks_and_their_files(aged_tasks):
     out = purge("--older-than", "30d")
-    assert out == "Deleted 3 tasks (data_analysis: 1, report_generation: 1, test_echo: 1) and 1 result file.\n"
+    assert out == "Deleted 3 tasks (file_processing: 1, report_generation: 1, test_echo: 1) and 1 result file.\n"
     kept = set(LongTimeTask.objects.values_list("id", flat=True))
     assert kept == {aged_tasks["recent"].id, aged_tasks["old_running"].id}
     assert not aged_tasks["report"].exists()

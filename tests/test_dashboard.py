@@ -43,7 +43,8 @@ def staff_browser(staff_user: Any) -> Client:
 
 
 def make(owner: Any, state: str = TaskState.PENDING, **fields: Any) -> LongTimeTask:
-    return LongTimeTask.objects.create(task_type="test_echo", task_params={"n": 1}, owner=owner, state=state, **fields)
+    fields = {"task_type": "test_echo", "task_params": {"n": 1}, **fields}
+    return LongTimeTask.objects.create(owner=owner, state=state, **fields)
 
 
 @pytest.mark.parametrize(
@@ -209,7 +210,7 @@ def test_result_files_download_for_the_owner_only(
 ) -> None:
     settings.LONG_TIME_TASK_RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (settings.LONG_TIME_TASK_RESULTS_DIR / "out.csv").write_text("a,b\n1,2\n")
-    task = make(user, TaskState.FINISHED, result={"output_file": "out.csv"})
+    task = make(user, TaskState.FINISHED, result={"output_file": "out.csv"}, task_type="file_processing")
     url = reverse("ltt_dashboard:task_file", args=[task.id, "out.csv"])
     assert url in browser.get(detail(task.id)).content.decode()
     response = browser.get(url)
@@ -222,7 +223,7 @@ def test_result_files_download_for_the_owner_only(
 
 
 def test_a_result_path_outside_the_results_dir_is_never_served(browser: Client, user: Any) -> None:
-    task = make(user, TaskState.FINISHED, result={"output_file": "../../etc/passwd"})
+    task = make(user, TaskState.FINISHED, result={"output_file": "../../etc/passwd"}, task_type="file_processing")
     assert browser.get(reverse("ltt_dashboard:task_file", args=[task.id, "passwd"])).status_code == 404
 
 
@@ -348,3 +349,11 @@ def test_services_are_the_one_door(browser: Client, user: Any, monkeypatch: Any)
     monkeypatch.setattr(services, "submit", spy)
     browser.post(SUBMIT, {"task_type": "test_echo"})
     assert calls == [("test_echo", {})]
+
+
+def test_a_result_names_files_only_for_types_that_declare_them(browser: Client, user: Any, settings: Any) -> None:
+    # test_echo echoes its params: a user could make it name another task's file, so it has no files.
+    settings.LONG_TIME_TASK_RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (settings.LONG_TIME_TASK_RESULTS_DIR / "theirs.csv").write_text("secret\n")
+    task = make(user, TaskState.FINISHED, result={"output_file": "theirs.csv"})
+    assert browser.get(reverse("ltt_dashboard:task_file", args=[task.id, "theirs.csv"])).status_code == 404

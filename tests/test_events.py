@@ -204,3 +204,17 @@ def test_a_client_that_does_not_ask_for_a_stream_gets_406_at_once(plain: Client,
     response = plain.get(f"/api/tasks/{task.id}/events/", headers={"accept": "application/json"})
     assert response.status_code == 406 and response.json()["code"] == "not_acceptable"
     assert plain.get("/api/tasks/events/").status_code == 406
+
+
+def test_one_user_cannot_open_more_than_the_cap_of_streams(browser: Client, plain: Client, user: Any, settings: Any):
+    settings.LONG_TIME_TASK_EVENTS_MAX_PER_USER = 2
+    task = make(user)
+    streams = [iter(chunks(browser.get(f"/api/tasks/{task.id}/events/"))) for _ in range(2)]
+    refused = browser.get(f"/api/tasks/{task.id}/events/")
+    assert refused.status_code == 429 and b"too_many_streams" in refused.content
+    readers = [threading.Thread(target=lambda s=s: list(s)) for s in streams]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(10)
+    assert browser.get(f"/api/tasks/{task.id}/events/").status_code == 200  # free again once they closed

@@ -234,7 +234,7 @@ def test_the_helpers_do_nothing_outside_a_task():
 
 
 def old(state: str, days: float, task_type: str = "test_echo", result: Any = None) -> LongTimeTask:
-    task = services.submit_task(task_type, {"n": 1} if task_type == "test_echo" else {})
+    task = LongTimeTask.objects.create(task_type=task_type, task_params={})
     when = timezone.now() - timedelta(days=days)
     LongTimeTask.objects.filter(id=task.id).update(state=state, create_at=when, finish_at=when, result=result)
     return task
@@ -244,7 +244,7 @@ def test_purge_deletes_old_finished_tasks_and_their_files_in_batches(settings, t
     settings.LONG_TIME_TASK_RESULTS_DIR = tmp_path
     (tmp_path / "files").mkdir(exist_ok=True)
     (tmp_path / "files" / "a.json").write_text("{}")
-    gone = [old(TaskState.FINISHED, 40, result={"output_file": "files/a.json"})]
+    gone = [old(TaskState.FINISHED, 40, task_type="file_processing", result={"output_file": "files/a.json"})]
     gone += [old(TaskState.FAILED, 40), old(TaskState.CANCELLED, 40)]
     kept = [old(TaskState.FINISHED, 5), old(TaskState.RUNNING, 40), old(TaskState.PENDING, 40)]
     rows = expired(timedelta(days=30), now=timezone.now())
@@ -252,7 +252,7 @@ def test_purge_deletes_old_finished_tasks_and_their_files_in_batches(settings, t
     assert (preview.tasks, preview.files) == (3, 1)
     assert LongTimeTask.objects.count() == 6
     outcome = purge(rows, batch=2)
-    assert (outcome.tasks, outcome.files, outcome.by_type) == (3, 1, {"test_echo": 3})
+    assert (outcome.tasks, outcome.files, outcome.by_type) == (3, 1, {"file_processing": 1, "test_echo": 2})
     assert not (tmp_path / "files" / "a.json").exists()
     assert set(LongTimeTask.objects.values_list("id", flat=True)) == {t.id for t in kept}
     assert not LongTimeTask.objects.filter(id__in=[t.id for t in gone]).exists()
@@ -260,10 +260,14 @@ def test_purge_deletes_old_finished_tasks_and_their_files_in_batches(settings, t
 
 def test_result_files_never_escape_the_results_directory(settings, tmp_path):
     settings.LONG_TIME_TASK_RESULTS_DIR = tmp_path
-    assert result_files("test_echo", {"output_file": "../../etc/passwd"}) == []
-    assert result_files("test_echo", {"output_file": "/etc/passwd"}) == []
-    assert result_files("test_echo", {"report_path": "reports/1.html"}) == [tmp_path.resolve() / "reports/1.html"]
-    assert result_files("test_echo", None) == []
+    assert result_files("file_processing", {"output_file": "../../etc/passwd"}) == []
+    assert result_files("file_processing", {"output_file": "/etc/passwd"}) == []
+    assert result_files("report_generation", {"report_path": "reports/1.html"}) == [
+        tmp_path.resolve() / "reports/1.html"
+    ]
+    assert result_files("report_generation", None) == []
+    # A type that does not declare result_files has none, whatever its result says (it may echo input).
+    assert result_files("test_echo", {"output_file": "files/1.json", "report_path": "reports/1.html"}) == []
 
 
 def test_the_periodic_purge_applies_the_global_retention_and_keeps_everything_without_one(settings):
@@ -292,3 +296,60 @@ def test_a_types_own_retention_wins_over_the_global_one(settings):
 
 def keep_one_day(task_id: int, params: dict[str, Any]) -> None:
     return None
+
+
+# ---------------------------------------------------------------- the hard stop picks the right process
+
+
+def fake_request(celery_id: str, attempt: int, pid: int) -> Any:
+    from types import SimpleNamespace
+
+    from long_time_task.heartbeat import EXECUTOR_TASK
+
+    return SimpleNamespace(id=celery_id, args=[0, attempt], worker_pid=pid, name=EXECUTOR_TASK)
+
+
+def overdue(task: LongTimeTask, *, attempt: int, worker: str) -> LongTimeTask:
+    LongTimeTask.objects.filter(id=task.id).update(
+        state=TaskState.RUNNING, attempts=attempt, worker=worker, cancel_requested_at=timezone.now()
+    )
+    return LongTimeTask.objects.get(id=task.id)
+
+
+def test_the_hard_stop_kills_the_current_attempts_process_only(monkeypatch):
+    from long_time_task import heartbeat
+
+    task = overdue(make(), attempt=2, worker="A")
+    requests = [fake_request(task.celery_task_id, 1, 111), fake_request(task.celery_task_id, 2, 222)]
+    monkeypatch.setattr(heartbeat, "active_requests", lambda: requests)
+    killed: list[int] = []
+    monkeypatch.setattr("long_time_task.heartbeat.os.kill", lambda pid, sig: killed.append(pid))
+    assert heartbeat.enforce_cancels(0, "A") == [task.id]
+    assert killed == [222]  # attempt 2's process, not the stale attempt 1's
+    assert LongTimeTask.objects.get(id=task.id).state == TaskState.CANCELLED
+
+
+def test_a_stale_attempt_on_another_worker_neither_cancels_nor_kills(monkeypatch):
+    from long_time_task import heartbeat
+
+    # Worker A still runs attempt 1 after its lease went to worker B, which runs attempt 2.
+    task = overdue(make(), attempt=2, worker="B")
+    monkeypatch.setattr(heartbeat, "active_requests", lambda: [fake_request(task.celery_task_id, 1, 111)])
+    killed: list[int] = []
+    monkeypatch.setattr("long_time_task.heartbeat.os.kill", lambda pid, sig: killed.append(pid))
+    assert heartbeat.enforce_cancels(0, "A") == []
+    assert killed == [] and LongTimeTask.objects.get(id=task.id).state == TaskState.RUNNING
+
+
+def test_no_kill_when_the_request_left_between_the_update_and_the_kill(monkeypatch):
+    from long_time_task import heartbeat
+
+    task = overdue(make(), attempt=1, worker="A")
+    request = fake_request(task.celery_task_id, 1, 333)
+    calls = iter([[request], []])  # gone at the second look
+    monkeypatch.setattr(heartbeat, "active_requests", lambda: next(calls))
+    killed: list[int] = []
+    monkeypatch.setattr("long_time_task.heartbeat.os.kill", lambda pid, sig: killed.append(pid))
+    assert heartbeat.enforce_cancels(0, "A") == []
+    assert killed == []
+    assert LongTimeTask.objects.get(id=task.id).state == TaskState.CANCELLED  # its result would be dropped

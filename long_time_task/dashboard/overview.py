@@ -52,6 +52,17 @@ def counts(tasks: LongTimeTaskQuerySet) -> dict[str, Any]:
     return {"states": states, "types": types, "total": sum(by_state.values())}
 
 
+def cached_counts(tasks: LongTimeTaskQuerySet, *, scope: str) -> dict[str, Any]:
+    """``counts``, cached for a few seconds per scope (everyone's tasks, or one user's): on a big table the
+    two grouped queries read the whole table, and an overview page must not do that on every view."""
+    key = f"ltt_dashboard:counts:{scope}"
+    cached: dict[str, Any] | None = cache.get(key)
+    if cached is None:
+        cached = counts(tasks)
+        cache.set(key, cached, CACHE_SECONDS)
+    return cached
+
+
 def recent_failures(tasks: LongTimeTaskQuerySet, *, hours: float = 1, limit: int = 10) -> tuple[int, list[Any]]:
     since = timezone.now() - timedelta(hours=hours)
     failed = tasks.filter(state=TaskState.FAILED, finish_at__gte=since, create_at__gte=since - timedelta(days=7))

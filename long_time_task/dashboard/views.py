@@ -25,6 +25,7 @@ from .. import services
 from ..conf import conf
 from ..models import TERMINAL_STATES, LongTimeTask, TaskState
 from ..pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
+from ..querysets import sees_all
 from ..registry import InvalidParams, LongTimeTaskRegister, TaskConfig, UnknownTaskType
 from ..retention import result_files
 from . import overview as stats
@@ -282,7 +283,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     tasks = services.visible_tasks(user)
     failures_count, failures = stats.recent_failures(tasks)
     context: dict[str, Any] = {
-        "counts": stats.counts(tasks),
+        "counts": stats.cached_counts(tasks, scope="all" if sees_all(user) else f"user:{user.pk}"),
         "failures_count": failures_count,
         "failures": failures,
         "states": TaskState.choices,
