@@ -103,6 +103,17 @@ class Executor:
         finally:
             deactivate(token)
         try:
+            return self._record_result(task_id, attempt, result)
+        except SoftTimeLimitExceeded:
+            # The soft limit fired after the handler had returned, while its result was being recorded:
+            # the work is done, so record it (the signal fires once) rather than leave the row RUNNING for
+            # the reaper, which would run the handler again.
+            logger.warning("Task %s: soft time limit while recording its result; recording it again", task_id)
+            return self._record_result(task_id, attempt, result)
+
+    def _record_result(self, task_id: int, attempt: int, result: Any) -> str:
+        tasks = LongTimeTask.objects
+        try:
             check_result(result)
         except (TypeError, ValueError):
             message = "The task returned a result that cannot be stored as JSON."

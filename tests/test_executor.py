@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from long_time_task import executor as executor_module
@@ -127,3 +129,23 @@ def test_hard_time_limit_marks_the_row_failed():
     task.refresh_from_db()
     assert (task.state, task.error_code) == (TaskState.FAILED, "timeout")
     assert "hard limit of 2s" in task.error_message
+
+
+def test_a_soft_time_limit_while_the_result_is_written_still_records_it(monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    task = new("test_echo", {"n": 5})
+    real_finish = LongTimeTask.objects.finish
+    calls = []
+
+    def finish_interrupted_once(*args: Any, **kwargs: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise SoftTimeLimitExceeded()  # the signal, arriving just as the result is being written
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(type(LongTimeTask.objects), "finish", lambda self, *a, **k: finish_interrupted_once(*a, **k))
+    assert run(task) == "finished"
+    done = LongTimeTask.objects.get(id=task.id)
+    assert (done.state, done.result["echo"], len(calls)) == (TaskState.FINISHED, {"n": 5}, 2)
+    assert HandlerRun.objects.filter(task_id=task.id).count() == 1  # the handler ran once
