@@ -43,6 +43,7 @@ from rest_framework.views import APIView
 from . import services
 from .errors import ApiError
 from .models import TERMINAL_STATES, LongTimeTask, TaskState
+from .querysets import sees_all
 
 logger = logging.getLogger(__name__)
 
@@ -428,10 +429,6 @@ def require_event_stream(request: Request) -> None:
         raise NotAcceptable(_("Ask for text/event-stream (the Accept header) to receive this stream."))
 
 
-def _sees_all(user: Any) -> bool:
-    return bool(user.is_staff or user.has_perm("long_time_task.view_all_tasks"))
-
-
 STREAM_DESCRIPTION = (
     "Server-Sent Events: send `Accept: text/event-stream` (as `EventSource` does; anything else answers 406). "
     "The stream starts with a `task` event per task (its current "
@@ -464,7 +461,7 @@ class TaskEventsView(APIView):
             raise ApiError(_("Task not found"), code="not_found", status_code=status.HTTP_404_NOT_FOUND)
         require_event_stream(request)
         row = {name: getattr(task, name) for name in FIELDS}
-        stream = Stream(rows=[row], user_id=request.user.pk, sees_all=_sees_all(request.user), single=True)
+        stream = Stream(rows=[row], user_id=request.user.pk, sees_all=sees_all(request.user), single=True)
         return counted_stream_response(request, stream)
 
 
@@ -507,5 +504,5 @@ class TaskListEventsView(APIView):
         require_event_stream(request)
         rows = list(services.visible_tasks(request.user).filter(id__in=ids).order_by("-id").values(*FIELDS))
         last = LongTimeTask.objects.order_by("-id").values_list("id", flat=True).first()
-        stream = Stream(rows=rows, user_id=request.user.pk, sees_all=_sees_all(request.user), max_id=last or 0)
+        stream = Stream(rows=rows, user_id=request.user.pk, sees_all=sees_all(request.user), max_id=last or 0)
         return counted_stream_response(request, stream)

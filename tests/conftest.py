@@ -78,6 +78,21 @@ def token_client(user: Any) -> APIClient:
     return client
 
 
+def client_as(who: str, *, user: Any, other_user: Any, staff_user: Any) -> APIClient:
+    """An API client for one role of the authorization matrices: anonymous, owner (``user``), other, staff,
+    or viewer (a user holding ``long_time_task.view_all_tasks``, created here)."""
+    if who == "anonymous":
+        return APIClient()
+    if who == "viewer":
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Permission
+
+        viewer = get_user_model().objects.create_user("viewer", password="viewer-password")
+        viewer.user_permissions.add(Permission.objects.get(codename="view_all_tasks"))
+        return token_client(viewer)
+    return token_client({"owner": user, "other": other_user, "staff": staff_user}[who])
+
+
 @pytest.fixture
 def api(user: Any) -> APIClient:
     return token_client(user)

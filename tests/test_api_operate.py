@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from long_time_task import services
 from long_time_task.models import LongTimeTask, TaskState
 
-from .conftest import token_client
+from .conftest import client_as, token_client
 from .test_api import assert_error, submit
 
 pytestmark = pytest.mark.django_db
@@ -32,15 +31,8 @@ def make(state: str, owner) -> LongTimeTask:
     ("who", "cancel", "retry"),
     [("anonymous", 401, 401), ("owner", 200, 201), ("other", 404, 404), ("staff", 200, 201), ("viewer", 403, 403)],
 )
-def test_who_may_cancel_and_retry(who, cancel, retry, user, other_user, staff_user, django_user_model):
-    if who == "anonymous":
-        client = APIClient()
-    elif who == "viewer":
-        viewer = django_user_model.objects.create_user("viewer", password="viewer-password")
-        viewer.user_permissions.add(Permission.objects.get(codename="view_all_tasks"))
-        client = token_client(viewer)
-    else:
-        client = token_client({"owner": user, "other": other_user, "staff": staff_user}[who])
+def test_who_may_cancel_and_retry(who, cancel, retry, user, other_user, staff_user):
+    client = client_as(who, user=user, other_user=other_user, staff_user=staff_user)
     waiting, failed = make(TaskState.PENDING, user), make(TaskState.FAILED, user)
     assert post(client, f"/api/tasks/{waiting.id}/cancel/").status_code == cancel
     assert post(client, f"/api/tasks/{failed.id}/retry/").status_code == retry

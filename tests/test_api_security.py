@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Permission
-from rest_framework.test import APIClient
 
 from long_time_task.models import LongTimeTask
 
-from .conftest import token_client
+from .conftest import client_as, token_client
 from .test_api import assert_error, submit
 
 pytestmark = pytest.mark.django_db
@@ -31,17 +30,8 @@ def task(user):
         ("viewer", 200, 201, True),  # holds long_time_task.view_all_tasks
     ],
 )
-def test_authorization_matrix(
-    who, detail, submit_status, sees_all, task, user, other_user, staff_user, django_user_model
-):
-    if who == "anonymous":
-        client = APIClient()
-    elif who == "viewer":
-        viewer = django_user_model.objects.create_user("viewer", password="viewer-password")
-        viewer.user_permissions.add(Permission.objects.get(codename="view_all_tasks"))
-        client = token_client(viewer)
-    else:
-        client = token_client({"owner": user, "other": other_user, "staff": staff_user}[who])
+def test_authorization_matrix(who, detail, submit_status, sees_all, task, user, other_user, staff_user):
+    client = client_as(who, user=user, other_user=other_user, staff_user=staff_user)
     assert client.get(f"/api/tasks/{task.id}/").status_code == detail
     for path in READS:
         response = client.get(path)

@@ -128,7 +128,7 @@ def task_list(request: HttpRequest) -> HttpResponse:
         "next_link": next_link,
         "prev_link": link(page=page - 1) if page > 1 else None,
         "first_link": link() if (page > 1 or cursor) else None,
-        "show_owner": user.is_staff or user.has_perm("long_time_task.view_all_tasks"),
+        "show_owner": sees_all(user),
         "filtered": bool(filters),
         "task_ids": ",".join(str(t.id) for t in rows if t.state not in TERMINAL_STATES),
     }
@@ -196,7 +196,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         "timeline": timeline(task, events),
         "retries": retries,
         "retry_of_visible": task.retry_of_id is not None and services.get_task(task.retry_of_id, user=user) is not None,
-        "show_owner": user.is_staff or user.has_perm("long_time_task.view_all_tasks"),
+        "show_owner": sees_all(user),
     }
     return render(request, "long_time_task_dashboard/task_detail.html", context)
 
