@@ -224,20 +224,24 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--memory-n", type=int, default=10_000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS, help="a subset, to iterate")
+    parser.add_argument("--modes", nargs="+", choices=["split", "e2e"], default=["split", "e2e"])
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     args = parser.parse_args()
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     setup()
     runs = []
     for rep in range(args.reps):
-        order = SYSTEMS[rep % 3 :] + SYSTEMS[: rep % 3]  # interleaved: each system leads once
+        systems = args.systems
+        order = systems[rep % len(systems) :] + systems[: rep % len(systems)]  # interleaved: each leads once
         for system in order:
-            for mode in ("split", "e2e"):
+            for mode in args.modes:
                 result = run_once(system, args.n, args.concurrency, mode, logs)
                 result["rep"] = rep
                 runs.append(result)
                 sys.stderr.write(json.dumps(result) + "\n")
-    mem = [memory(system, args.memory_n, args.concurrency, logs) for system in ("raw", "tracked")]
+    mem = [] if args.no_memory else [memory(s, args.memory_n, args.concurrency, logs) for s in ("raw", "tracked")]
     report = {
         "command": "make bench",
         "args": vars(args),

@@ -117,7 +117,76 @@ class LongTimeTaskModel:
 
 
 NOT_GIVEN = object()
-INSERTS: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+class InsertPlan:
+    """How to turn a submit's values into one INSERT, worked out once per database.
+
+    For each concrete field, in the model's order: where its value comes from (the caller, a callable
+    default, the time of the insert, a constant default, or NULL), with constant defaults already prepared
+    for the database. Only the columns with a value are inserted; the rest keep their database NULL.
+    """
+
+    _plans: ClassVar[dict[str, InsertPlan]] = {}
+
+    def __init__(self, db: str) -> None:
+        connection = connections[db]
+        self.fields = LongTimeTaskModel().meta.concrete_fields
+        self.sources: list[tuple[Any, str, str, Any, Any]] = []  # field, name, attname, default, prepared
+        for field in self.fields:
+            default = field.get_default if field.has_default() and callable(field.default) else NOT_GIVEN
+            prepared = NOT_GIVEN
+            if field.has_default() and not callable(field.default):
+                default = field.default
+                prepared = field.get_db_prep_save(default, connection) if default is not None else NOT_GIVEN
+            if isinstance(field, models.DateTimeField) and getattr(field, "auto_now_add", False):
+                default = timezone.now
+            self.sources.append((field, field.name, field.attname, default, prepared))
+        self.statements: dict[tuple[str, ...], str] = {}
+
+    @classmethod
+    def get(cls, db: str) -> InsertPlan:
+        plan = cls._plans.get(db)
+        if plan is None:
+            plan = cls._plans[db] = cls(db)
+        return plan
+
+    def row(self, values: dict[str, Any], connection: Any) -> tuple[list[Any], tuple[str, ...], list[Any]]:
+        """The new row's values in field order (the id still None), and the columns and parameters to insert."""
+        row: list[Any] = []
+        names: list[str] = []
+        params: list[Any] = []
+        for field, name, attname, default, prepared in self.sources:
+            if field.primary_key:
+                row.append(None)
+                continue
+            value = values[name] if name in values else values.get(attname, NOT_GIVEN)
+            if value is NOT_GIVEN:
+                if prepared is not NOT_GIVEN:  # a constant default, prepared once
+                    row.append(default)
+                    names.append(attname)
+                    params.append(prepared)
+                    continue
+                value = default() if default is not NOT_GIVEN else None
+            if isinstance(value, models.Model):
+                value = value.pk
+            row.append(value)
+            if value is not None:
+                names.append(attname)
+                params.append(field.get_db_prep_save(value, connection))
+        return row, tuple(names), params
+
+    def statement(self, names: tuple[str, ...], connection: Any) -> str:
+        statement = self.statements.get(names)
+        if statement is None:
+            meta = LongTimeTaskModel().meta
+            quote = connection.ops.quote_name
+            columns = ", ".join(quote(meta.get_field(name).column) for name in names)
+            marks = ", ".join(["%s"] * len(names))
+            # Only quoted column and table names from the model go into the text; values are parameters.
+            statement = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks}) RETURNING {quote('id')}"  # noqa: S608
+            self.statements[names] = statement
+        return statement
 
 
 def hot_cursor(db: str) -> Any:
@@ -305,7 +374,8 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
 
         The submit path's one statement. The ORM's ``create()`` compiles an INSERT of every column on each
         call, which costs more CPU than the round trip; here the statement is compiled once per column set
-        and database. Like the guarded UPDATEs, it sends no model signals.
+        and database, and the constant defaults are prepared once (``InsertPlan``). Like the guarded UPDATEs,
+        it sends no model signals.
         """
         from .models import LongTimeTask
 
@@ -313,37 +383,16 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         connection = connections[db]
         if not connection.features.can_return_columns_from_insert:
             return self.create(**values)
-        meta = LongTimeTaskModel().meta
-        row: dict[str, Any] = {}
-        for field in meta.concrete_fields:
-            if field.primary_key:
-                continue
-            name = field.attname
-            value = values[field.name] if field.name in values else values.get(name, NOT_GIVEN)
-            if value is NOT_GIVEN:
-                value = field.get_default() if field.has_default() else None
-            if isinstance(field, models.DateTimeField) and getattr(field, "auto_now_add", False) and value is None:
-                value = timezone.now()
-            if isinstance(value, models.Model):
-                value = value.pk
-            row[name] = value
-        columns = tuple(name for name, value in row.items() if value is not None)
-        statement = INSERTS.get((db, columns))
-        if statement is None:
-            quote = connection.ops.quote_name
-            names = ", ".join(quote(meta.get_field(name).column) for name in columns)
-            marks = ", ".join(["%s"] * len(columns))
-            # Only quoted column and table names from the model go into the text; values are parameters.
-            statement = f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES ({marks}) RETURNING {quote('id')}"  # noqa: S608
-            INSERTS[(db, columns)] = statement
-        params = [meta.get_field(name).get_db_prep_save(row[name], connection) for name in columns]
+        plan = InsertPlan.get(db)
+        row, names, params = plan.row(values, connection)
+        statement = plan.statement(names, connection)
         # An insert with an idempotency key may fail by design (a concurrent duplicate): a failed prepared
         # statement stays on the server under a name psycopg forgets, so that one is not prepared.
-        keyed = row.get("idempotency_key") is not None
+        keyed = values.get("idempotency_key") is not None
         with connection.cursor() if keyed else hot_cursor(db) as cursor:
             cursor.execute(statement, params)
-            (row["id"],) = cursor.fetchone()
-        task = LongTimeTask(**row)
+            (row[0],) = cursor.fetchone()
+        task = LongTimeTask(*row)  # type: ignore[misc] # positional: Django's fast path, every field in order
         task._state.adding, task._state.db = False, db
         return task
 
