@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     # PostgreSQL: prepare the hot path's statements on the server (off behind PgBouncer < 1.21 in
     # transaction mode, which cannot keep prepared statements).
     "PREPARED_STATEMENTS": True,
+    # PostgreSQL: a worker sends a task's finish without waiting for the reply, which it reads before its next
+    # statement (long_time_task/deferred.py). Needs PREPARED_STATEMENTS.
+    "DEFERRED_FINISH": True,
 }
 
 
@@ -168,6 +171,10 @@ class Conf:
     @property
     def PREPARED_STATEMENTS(self) -> bool:  # noqa: N802
         return bool(self._get("PREPARED_STATEMENTS"))
+
+    @property
+    def DEFERRED_FINISH(self) -> bool:  # noqa: N802
+        return bool(self._get("DEFERRED_FINISH"))
 
 
 conf = Conf()

@@ -70,7 +70,8 @@ class PreparedUpdate:
         self.build, self.samples, self.returning = build, samples, tuple(returning)
         self._templates: dict[tuple[Any, ...], tuple[str, list[Any], dict[str, list[int]]]] = {}
 
-    def _template(self, db: str, constants: dict[str, Any]) -> tuple[str, list[Any], dict[str, list[int]]]:
+    def template(self, db: str, constants: dict[str, Any]) -> tuple[str, list[Any], dict[str, list[int]]]:
+        """The statement, its parameters with sample values, and where each variable's values go."""
         key = (db, *sorted(constants.items()))
         template = self._templates.get(key)
         if template is None:
@@ -96,7 +97,7 @@ class PreparedUpdate:
 
     def run(self, db: str, constants: dict[str, Any], **values: Any) -> Any:
         """Run with ``values`` for the variables; ``constants`` are compiled into the statement (one per set)."""
-        statement, params, positions = self._template(db, constants)
+        statement, params, positions = self.template(db, constants)
         params = list(params)
         for name, value in values.items():
             for index in positions[name]:
@@ -416,9 +417,19 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
             returned = self.filter(id=task_id).values_list(*ClaimedTask.FIELDS).first() if updated else None
         return ClaimedTask(task_id, *returned) if returned else None
 
-    def finish(self, task_id: int, *, attempt: int, result: Any) -> bool:
-        """RUNNING -> FINISHED with ``result``."""
+    def finish(self, task_id: int, *, attempt: int, result: Any, result_json: str | None = None) -> bool:
+        """RUNNING -> FINISHED with ``result``.
+
+        Given ``result_json`` (``result`` encoded as JSON, by ``check_result``), on PostgreSQL the statement is
+        sent without waiting for its reply (``deferred.send_finish``) and True returned: it is read before the
+        connection's next statement.
+        """
         db = self.write_db
+        if result_json is not None:
+            from . import deferred
+
+            if deferred.send_finish(db, task_id, attempt, None if result is None else result_json):
+                return True
         prepared = LongTimeTaskModel().meta.get_field("result").get_db_prep_save(result, connections[db])
         return bool(FINISH.run(db, {}, task_id=task_id, attempt=attempt, result=prepared))
 
