@@ -6,20 +6,27 @@ worker's next task is only fetched after that. So on PostgreSQL with psycopg 3 t
 and its reply is read later: before the next statement on the same connection, whoever sends it (the next
 task's claim, a handler's query, a health check), or when the worker process stops.
 
-Nothing is weakened by not waiting. The statement is in the server's hands before the task returns: if the
-worker process dies now, closing its socket delivers what it sent before the end of the stream, so the server
-still runs and commits it. If the server or the connection fails before the commit, the row stays RUNNING and
-its lease hands it back, exactly as if the worker had died before sending. The guarded UPDATE is the same one
-``LongTimeTaskQuerySet.finish`` runs, so a row that has left RUNNING is never overwritten.
+Nothing is weakened by not waiting. The statement is in the server's hands before the task returns, and
+PostgreSQL commits it before it replies: if the worker process dies now, closing its socket still delivers
+what it sent, so the server runs and commits it. If the server or the connection fails before the commit,
+the row stays RUNNING and its lease hands it back, exactly as if the worker had died before sending. The
+statement is the guarded UPDATE that ``LongTimeTaskQuerySet.finish`` runs, so a row that has left RUNNING is
+never overwritten. It is sent as an unnamed statement, so it leaves no state in the session (a rollback's
+``DEALLOCATE ALL`` or a pooler cannot make it disappear).
 
-What changes is when a refusal is learned. A finish the server refuses (a result PostgreSQL cannot store, which
-``check_result`` makes very unlikely) is recorded as the task's failure when the reply is read, at the start of
-the process's next task at the latest; results over ``MAX_DEFERRED_RESULT_BYTES`` are written synchronously.
-``LONG_TIME_TASK_DEFERRED_FINISH = False`` turns it off.
+What changes is when an error is learned. When the reply is read (while psycopg holds the connection's lock,
+so nothing is sent or logged then), an error is only noted; ``settle`` acts on it at the start of the
+process's next task, or when the process stops: a result PostgreSQL refuses (SQLSTATE class 22, which
+``check_result`` makes very unlikely) becomes the task's ``invalid_result`` failure, any other error runs the
+finish again, waiting. If the connection is closed before the reply is read, an error in it is lost and the
+task's lease hands it back. Results over ``MAX_DEFERRED_RESULT_BYTES`` are written the ordinary way, and so is
+every finish unless connections persist across tasks (``CELERY_DB_REUSE_MAX`` and a ``CONN_MAX_AGE`` other
+than 0). ``LONG_TIME_TASK_DEFERRED_FINISH = False`` turns it off.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import select
 import time
@@ -27,6 +34,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 
 from .conf import conf
@@ -34,29 +42,31 @@ from .conf import conf
 logger = logging.getLogger(__name__)
 
 MAX_DEFERRED_RESULT_BYTES = 256 * 1024
-STATEMENT_NAME = "ltt_finish_1"
 
 
 @dataclass(frozen=True)
 class Sent:
     """A finish whose reply has not been read yet."""
 
+    db: str
     task_id: int
     attempt: int
+    result: Any
 
 
 @dataclass(frozen=True)
-class Refused:
-    """A finish the database refused: recorded as a failure by ``settle``."""
+class Outcome:
+    """What the reply said, for ``settle`` to act on outside psycopg's lock."""
 
-    task_id: int
-    attempt: int
-    error: str
+    sent: Sent
+    rows: int | None  # None: an error
+    sqlstate: str = ""
+    error: str = ""
 
 
 _pending: weakref.WeakKeyDictionary[Any, Sent] = weakref.WeakKeyDictionary()
-_prepared: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-_refused: list[Refused] = []
+_outcomes: collections.deque[Outcome] = collections.deque()
+_statements: dict[str, bytes] = {}
 
 
 def _placeholders(statement: str) -> str:
@@ -87,52 +97,62 @@ def _as_text(value: Any) -> bytes | None:
 
 
 def can_defer(connection: Any) -> bool:
-    if not conf.DEFERRED_FINISH or not conf.PREPARED_STATEMENTS or connection.vendor != "postgresql":
+    if not conf.DEFERRED_FINISH or connection.vendor != "postgresql" or connection.execute_wrappers:
         return False
     if connection.in_atomic_block or connection.connection is None or not connection.get_autocommit():
+        return False
+    # Connections that are closed after each task (Celery's default, or CONN_MAX_AGE=0) gain nothing, and
+    # would drop the reply unread.
+    if not getattr(settings, "CELERY_DB_REUSE_MAX", None) or connection.settings_dict.get("CONN_MAX_AGE") == 0:
         return False
     return hasattr(connection.connection, "pgconn")
 
 
-def send_finish(db: str, task_id: int, attempt: int, result_json: str | None) -> bool:
-    """Send the finish of ``task_id``'s attempt ``attempt`` with ``result_json`` (the result as JSON text, or
-    None for no result) without waiting. Returns False when it must be written the ordinary way instead."""
+def send_finish(db: str, task_id: int, attempt: int, result: Any, result_json: str | None) -> bool:
+    """Send the finish of ``task_id``'s attempt ``attempt`` (``result_json``: the result as JSON text, None for
+    no result) without waiting. Returns False when it must be written the ordinary way instead."""
     from .querysets import FINISH
 
-    connection = connections[db]
-    if result_json is not None and len(result_json) > MAX_DEFERRED_RESULT_BYTES:
+    data = result_json.encode() if result_json is not None else None
+    if data is not None and len(data) > MAX_DEFERRED_RESULT_BYTES:
         return False
+    connection = connections[db]
     settle_connection(connection)
     if not can_defer(connection):
         return False
-    raw = connection.connection
     statement, params, positions = FINISH.template(db, {})
     if set(positions) != {"task_id", "attempt", "result"}:  # pragma: no cover - the FINISH statement changed
         return False
-    if _prepared.get(raw) != statement:
-        with connection.cursor() as cursor:  # once per connection: an ordinary round trip
-            cursor.execute(f"PREPARE {STATEMENT_NAME} AS {_placeholders(statement)}")
-        _prepared[raw] = statement
     values = list(params)
     for name, value in (("task_id", task_id), ("attempt", attempt)):
         for index in positions[name]:
             values[index] = value
     texts = [_as_text(v) for v in values]
     for index in positions["result"]:
-        texts[index] = result_json.encode() if result_json is not None else None
+        texts[index] = data
+    query = _statements.get(statement)
+    if query is None:
+        query = _statements[statement] = _placeholders(statement).encode()
+    raw = connection.connection
     pgconn = raw.pgconn
     started = time.monotonic()
     with connection.wrap_database_errors:
-        pgconn.send_query_prepared(STATEMENT_NAME.encode(), texts)
-        while pgconn.flush():  # 1: more to send (a large result); wait until the socket takes it
-            select.select([], [pgconn.socket], [], 1.0)
-    _pending[raw] = Sent(task_id, attempt)
-    # The next command on this connection reads the reply first (see settle_raw).
-    raw.wait = _waiting_after_reply(raw)  # an attribute of this connection object only
+        # Unnamed: nothing stays in the session. PostgreSQL infers each parameter's type from its column.
+        pgconn.send_query_params(query, texts)
+        _pending[raw] = Sent(db, task_id, attempt, result)
+        raw.wait = _waiting_after_reply(raw)  # on this connection object only; removed when the reply is read
+        while pgconn.flush():  # 1: more to send (a large result): wait until the socket takes it
+            _poll(pgconn.socket, select.POLLOUT)
     if connection.queries_logged:
-        sql = f"EXECUTE {STATEMENT_NAME} {texts!r} -- the finish, sent without waiting for the reply"
+        sql = f"{statement} -- the finish, sent without waiting for the reply; parameters {texts!r}"
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
     return True
+
+
+def _poll(fd: int, events: int) -> None:
+    poller = select.poll()  # not select.select: no limit on the descriptor's number
+    poller.register(fd, events)
+    poller.poll(1000)
 
 
 def _waiting_after_reply(raw: Any) -> Any:
@@ -146,36 +166,37 @@ def _waiting_after_reply(raw: Any) -> Any:
 
 
 def settle_raw(raw: Any) -> None:
-    """Read the reply of ``raw``'s deferred finish, if any. Runs inside psycopg's own calls (under the
-    connection's lock), so it sends nothing: a refusal is only noted here, and recorded by ``settle``."""
+    """Read the reply of ``raw``'s deferred finish, if any, and note what it said. Runs inside psycopg's own
+    calls, under the connection's lock: it sends and logs nothing (``settle`` does, later)."""
     raw.__dict__.pop("wait", None)
     sent = _pending.pop(raw, None)
     if sent is None:
         return
+    from psycopg import pq
+
     pgconn = raw.pgconn
     try:
         while True:
             while pgconn.is_busy():
-                select.select([pgconn.socket], [], [], 1.0)
+                _poll(pgconn.socket, select.POLLIN)
                 pgconn.consume_input()
             result = pgconn.get_result()
             if result is None:
                 return
             if result.status == 1:  # COMMAND_OK
-                if int(result.command_tuples or 0) == 0:
-                    logger.warning(
-                        "Task %s finished, but its row had already left RUNNING; result dropped", sent.task_id
-                    )
+                _outcomes.append(Outcome(sent, int(result.command_tuples or 0)))
             else:
+                sqlstate = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
                 error = (result.error_message or b"").decode(errors="replace").strip()
-                logger.error("The database refused the finish of task %s: %s", sent.task_id, error)
-                _refused.append(Refused(sent.task_id, sent.attempt, error))
-    except Exception as exc:  # the connection broke: the command that follows will say so
-        logger.warning(
-            "The reply to task %s's finish was lost (%s); if it did not commit, the task's lease hands it back",
-            sent.task_id,
-            exc,
-        )
+                _outcomes.append(Outcome(sent, None, sqlstate, error))
+    except BaseException as exc:
+        # The connection broke, or something interrupted the read (a soft time limit): the reply's state is
+        # unknown, so the connection is unusable. Closing it makes the next command fail cleanly (Django then
+        # reconnects) instead of "another command is already in progress".
+        _outcomes.append(Outcome(sent, None, "", f"the reply was lost: {type(exc).__name__}: {exc}"))
+        pgconn.finish()
+        if not isinstance(exc, Exception):
+            raise
 
 
 def settle_connection(connection: Any) -> None:
@@ -185,18 +206,43 @@ def settle_connection(connection: Any) -> None:
 
 
 def settle(db: str = "default") -> None:
-    """Read a pending reply on ``db``'s connection and record the finishes the database refused (at the start
-    of each task, and when the worker process stops)."""
+    """Read a pending reply on ``db``'s connection, then act on what the replies said: log, record a refused
+    result as the task's failure, run a finish that failed for another reason again (waiting, this time).
+    Runs at the start of each task, before the periodic connection check, and when the process stops."""
+    settle_connection(connections[db])
+    while True:
+        try:
+            outcome = _outcomes.popleft()
+        except IndexError:
+            return
+        try:
+            _act_on(outcome)
+        except Exception:
+            # The database is unreachable now: the row stays RUNNING and its lease hands the task back.
+            logger.exception("Could not record the outcome of task %s's finish", outcome.sent.task_id)
+
+
+def _act_on(outcome: Outcome) -> None:
     from .executor import ErrorCode
     from .models import LongTimeTask
 
-    settle_connection(connections[db])
-    while _refused:
-        refused = _refused.pop(0)
-        LongTimeTask.objects.fail(
-            refused.task_id,
-            attempt=refused.attempt,
+    sent = outcome.sent
+    tasks = LongTimeTask.objects.using(sent.db)
+    if outcome.rows == 1:
+        return
+    if outcome.rows == 0:
+        logger.warning("Task %s finished, but its row had already left RUNNING; result dropped", sent.task_id)
+        return
+    if outcome.sqlstate.startswith("22"):  # data exception: this result cannot be stored
+        logger.error("The database refused the result of task %s: %s", sent.task_id, outcome.error)
+        tasks.fail(
+            sent.task_id,
+            attempt=sent.attempt,
             message="The task returned a result that the database cannot store.",
             code=ErrorCode.INVALID_RESULT,
-            traceback=refused.error,
+            traceback=outcome.error,
         )
+        return
+    logger.warning("The finish of task %s failed (%s); writing it again", sent.task_id, outcome.error)
+    if not tasks.finish(sent.task_id, attempt=sent.attempt, result=sent.result):
+        logger.warning("Task %s finished, but its row had already left RUNNING; result dropped", sent.task_id)

@@ -418,17 +418,17 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         return ClaimedTask(task_id, *returned) if returned else None
 
     def finish(self, task_id: int, *, attempt: int, result: Any, result_json: str | None = None) -> bool:
-        """RUNNING -> FINISHED with ``result``.
+        """RUNNING -> FINISHED with ``result``; returns whether the row was RUNNING in that attempt.
 
-        Given ``result_json`` (``result`` encoded as JSON, by ``check_result``), on PostgreSQL the statement is
-        sent without waiting for its reply (``deferred.send_finish``) and True returned: it is read before the
-        connection's next statement.
+        Given ``result_json`` (``result`` encoded as JSON, by ``check_result``), on PostgreSQL the statement may
+        be sent without waiting for its reply (``deferred.send_finish``): then it returns True at once, and
+        whether it won is learned, and logged, when the reply is read.
         """
         db = self.write_db
         if result_json is not None:
             from . import deferred
 
-            if deferred.send_finish(db, task_id, attempt, None if result is None else result_json):
+            if deferred.send_finish(db, task_id, attempt, result, None if result is None else result_json):
                 return True
         prepared = LongTimeTaskModel().meta.get_field("result").get_db_prep_save(result, connections[db])
         return bool(FINISH.run(db, {}, task_id=task_id, attempt=attempt, result=prepared))
