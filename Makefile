@@ -13,8 +13,8 @@ help:
 	@echo "make test-browser - only the dashboard's browser tests (tests/browser, Debian's chromium)"
 	@echo "make screenshots - run the browser tests and save the dashboard screenshots into docs/img"
 	@echo "make reliability - run the fault suite and write docs/reliability.md"
-	@echo "make bench   - all the benchmarks below, then docs/performance.md (about 25 minutes)"
-	@echo "make bench-throughput - raw Celery, tracked, django-celery-results side by side"
+	@echo "make bench   - all the benchmarks below, then docs/performance.md (about 35 minutes)"
+	@echo "make bench-throughput - raw Celery, tracked, django-celery-results side by side (seed and Celery delivery)"
 	@echo "make bench-api - the API (submit, detail, list) under load: gunicorn + wrk"
 	@echo "make bench-scale - list latency at 100k, 1M and 10M rows (about 5 GB in PostgreSQL)"
 	@echo "make lint    - ruff check, ruff format --check, mypy"
@@ -67,12 +67,14 @@ bench-deps: venv
 
 bench: bench-deps
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --delivery celery-defaults --no-memory
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.scale --sizes 100000 1000000 10000000
 	$(BIN)/python -m bench.report
 
 bench-throughput: bench-deps
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --delivery celery-defaults --no-memory
 	$(BIN)/python -m bench.report
 
 bench-api: bench-deps

@@ -39,9 +39,17 @@ BROKER = redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0
 MARKS = redis.Redis.from_url(os.environ.get("BENCH_MARK_URL", "redis://127.0.0.1:6379/13"))
 
 
+DELIVERY = {"name": "seed"}
+DELIVERIES = {
+    "seed": "acks_late, prefetch 1 (the seed's settings for long tasks)",
+    "celery-defaults": "Celery's defaults: acknowledged when a process starts the task, prefetch 4",
+}
+
+
 def env(system: str, concurrency: int) -> dict[str, str]:
     e = dict(os.environ)
     e.update(
+        BENCH_DELIVERY=DELIVERY["name"],
         DJANGO_SETTINGS_MODULE="bench.settings",
         BENCH_SYSTEM=system,
         BENCH_CONCURRENCY=str(concurrency),
@@ -223,11 +231,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--memory-n", type=int, default=10_000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--delivery", choices=sorted(DELIVERIES), default="seed", help="the same for every system")
+    parser.add_argument("--out", help="default: bench/results.json, bench/results-celery-defaults.json")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS, help="a subset, to iterate")
     parser.add_argument("--modes", nargs="+", choices=["split", "e2e"], default=["split", "e2e"])
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     args = parser.parse_args()
+    DELIVERY["name"] = args.delivery
+    if args.out is None:
+        args.out = str(
+            ROOT / "bench" / ("results.json" if args.delivery == "seed" else f"results-{args.delivery}.json")
+        )
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     setup()
@@ -252,6 +266,7 @@ def main() -> None:
             "python": platform.python_version(),
         },
         "labels": LABELS,
+        "delivery": DELIVERIES[args.delivery],
         "runs": runs,
         "summary": summarise(runs),
         "memory": mem,

@@ -33,6 +33,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_WORKER_CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "2"))
 CELERY_WORKER_MAX_TASKS_PER_CHILD = 1_000_000
+# How messages are delivered, the same for every system: "seed" is the seed's (and the demo's) setting for
+# long tasks, acks_late with a prefetch of one; "celery-defaults" is Celery's own, acknowledged when a worker
+# process starts the task, four messages reserved per process.
+BENCH_DELIVERY = os.environ.get("BENCH_DELIVERY", "seed")
+if BENCH_DELIVERY == "celery-defaults":
+    CELERY_TASK_ACKS_LATE = False
+    CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 if BENCH_SYSTEM == "dcr":
     CELERY_RESULT_BACKEND = "django-db"
     CELERY_TASK_TRACK_STARTED = True

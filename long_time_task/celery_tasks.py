@@ -39,7 +39,9 @@ class LongTimeTaskCeleryTask(Task):  # type: ignore[type-arg]
     bind=True,
     base=LongTimeTaskCeleryTask,
     name=EXECUTOR_TASK,
-    acks_late=True,
+    # acks_late follows the project's CELERY_TASK_ACKS_LATE (True in the demo, as in the seed). Either way
+    # the row, not the message, is what recovery trusts: a message acknowledged early whose worker dies
+    # before the claim leaves the row waiting, and the sweeper publishes it again.
     ignore_result=True,
 )
 def execute_long_time_task(self: Task, task_id: int, attempt: int = 1) -> str:  # type: ignore[type-arg]
