@@ -293,7 +293,8 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
     lines += [
         "\nEnd to end: a worker runs while the tasks are enqueued; the rate is N over the time from the first\n",
         "enqueue to the last finish. Enqueue and drain: the tasks are enqueued with no worker, then drained.\n",
-        "CPU counts the enqueuing process, the worker (main and children), Redis and PostgreSQL. DB transactions\n",
+        "CPU counts the enqueuing process (its enqueue loop), the worker (main and children, from when it is\n",
+        "ready) and the Redis and PostgreSQL servers; the processes' start-up is left out. DB transactions\n",
         "come from `pg_stat_database` (each autocommit statement is one), enqueue and worker together.\n",
         "Latency is submit to finish, end-to-end runs.\n\n",
         "## Memory\n\n",

@@ -141,9 +141,11 @@ class Worker:
         # -l WARNING hides the "ready" line: wait for the pool's children instead.
         wait_until(lambda: len(self.proc.children()) >= concurrency, 60, "the worker's pool")
         time.sleep(1.0)  # let the consumer connect before timing (the bench, not a test)
+        self.cpu_at_start = tree_cpu(self.proc)  # start-up is not the tasks' cost
 
     def stop(self) -> float:
-        cpu = tree_cpu(self.proc)
+        """Stops the worker; returns the CPU seconds it used since it was ready."""
+        cpu = tree_cpu(self.proc) - self.cpu_at_start
         self.popen.terminate()
         self.popen.wait(60)
         self.handle.close()
