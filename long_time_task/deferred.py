@@ -66,7 +66,32 @@ class Outcome:
 
 _pending: weakref.WeakKeyDictionary[Any, Sent] = weakref.WeakKeyDictionary()
 _outcomes: collections.deque[Outcome] = collections.deque()
-_statements: dict[str, bytes] = {}
+
+
+class _Plan:
+    """The finish statement in PostgreSQL's placeholders, and its constant parameters as text, worked out
+    once per database."""
+
+    def __init__(self, statement: str, params: list[Any], positions: dict[str, list[int]]) -> None:
+        if set(positions) != {"task_id", "attempt", "result"}:  # pragma: no cover - FINISH changed
+            raise RuntimeError(f"unexpected parameters in the finish statement: {sorted(positions)}")
+        self.statement = statement
+        self.query = _placeholders(statement).encode()
+        self.constants = [_as_text(v) for v in params]
+        self.positions = positions
+
+    def texts(self, task_id: int, attempt: int, result: bytes | None) -> list[bytes | None]:
+        texts = list(self.constants)
+        for index in self.positions["task_id"]:
+            texts[index] = str(task_id).encode()
+        for index in self.positions["attempt"]:
+            texts[index] = str(attempt).encode()
+        for index in self.positions["result"]:
+            texts[index] = result
+        return texts
+
+
+_plans: dict[str, _Plan] = {}
 
 
 def _placeholders(statement: str) -> str:
@@ -111,8 +136,6 @@ def can_defer(connection: Any) -> bool:
 def send_finish(db: str, task_id: int, attempt: int, result: Any, result_json: str | None) -> bool:
     """Send the finish of ``task_id``'s attempt ``attempt`` (``result_json``: the result as JSON text, None for
     no result) without waiting. Returns False when it must be written the ordinary way instead."""
-    from .querysets import FINISH
-
     data = result_json.encode() if result_json is not None else None
     if data is not None and len(data) > MAX_DEFERRED_RESULT_BYTES:
         return False
@@ -120,31 +143,24 @@ def send_finish(db: str, task_id: int, attempt: int, result: Any, result_json: s
     settle_connection(connection)
     if not can_defer(connection):
         return False
-    statement, params, positions = FINISH.template(db, {})
-    if set(positions) != {"task_id", "attempt", "result"}:  # pragma: no cover - the FINISH statement changed
-        return False
-    values = list(params)
-    for name, value in (("task_id", task_id), ("attempt", attempt)):
-        for index in positions[name]:
-            values[index] = value
-    texts = [_as_text(v) for v in values]
-    for index in positions["result"]:
-        texts[index] = data
-    query = _statements.get(statement)
-    if query is None:
-        query = _statements[statement] = _placeholders(statement).encode()
+    plan = _plans.get(db)
+    if plan is None:
+        from .querysets import FINISH
+
+        plan = _plans[db] = _Plan(*FINISH.template(db, {}))
+    texts = plan.texts(task_id, attempt, data)
     raw = connection.connection
     pgconn = raw.pgconn
     started = time.monotonic()
     with connection.wrap_database_errors:
         # Unnamed: nothing stays in the session. PostgreSQL infers each parameter's type from its column.
-        pgconn.send_query_params(query, texts)
+        pgconn.send_query_params(plan.query, texts)
         _pending[raw] = Sent(db, task_id, attempt, result)
         raw.wait = _waiting_after_reply(raw)  # on this connection object only; removed when the reply is read
         while pgconn.flush():  # 1: more to send (a large result): wait until the socket takes it
             _poll(pgconn.socket, select.POLLOUT)
     if connection.queries_logged:
-        sql = f"{statement} -- the finish, sent without waiting for the reply; parameters {texts!r}"
+        sql = f"{plan.statement} -- the finish, sent without waiting for the reply; parameters {texts!r}"
         connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
     return True
 
@@ -223,13 +239,13 @@ def settle(db: str = "default") -> None:
 
 
 def _act_on(outcome: Outcome) -> None:
+    if outcome.rows == 1:  # the finish won: the usual case
+        return
     from .executor import ErrorCode
     from .models import LongTimeTask
 
     sent = outcome.sent
     tasks = LongTimeTask.objects.using(sent.db)
-    if outcome.rows == 1:
-        return
     if outcome.rows == 0:
         logger.warning("Task %s finished, but its row had already left RUNNING; result dropped", sent.task_id)
         return

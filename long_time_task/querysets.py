@@ -35,14 +35,21 @@ class ClaimedTask:
     priority: int
 
 
+_CONVERTERS: dict[tuple[str, ...], list[Any]] = {}
+
+
 def convert_returned(row: Sequence[Any], fields: Sequence[str], db: str) -> tuple[Any, ...]:
     """Values from ``RETURNING``, converted as the ORM would (JSON decoded, ...)."""
-    meta = LongTimeTaskModel().meta
-    converted = []
-    for name, value in zip(fields, row, strict=True):
-        from_db = getattr(meta.get_field(name), "from_db_value", None)
-        converted.append(from_db(value, None, connections[db]) if from_db and value is not None else value)
-    return tuple(converted)
+    key = tuple(fields)
+    converters = _CONVERTERS.get(key)
+    if converters is None:
+        meta = LongTimeTaskModel().meta
+        converters = _CONVERTERS[key] = [getattr(meta.get_field(name), "from_db_value", None) for name in fields]
+    connection = connections[db]
+    return tuple(
+        convert(value, None, connection) if convert is not None and value is not None else value
+        for convert, value in zip(converters, row, strict=True)
+    )
 
 
 def _unwrap(value: Any) -> Any:
