@@ -8,8 +8,10 @@ task's claim, a handler's query, a health check), or when the worker process sto
 
 Nothing is weakened by not waiting. The statement is in the server's hands before the task returns, and
 PostgreSQL commits it before it replies: if the worker process dies now, closing its socket still delivers
-what it sent, so the server runs and commits it. If the server or the connection fails before the commit,
-the row stays RUNNING and its lease hands it back, exactly as if the worker had died before sending. The
+what it sent, so the server runs and commits it (unless the server is set to cancel the queries of clients
+that left, ``client_connection_check_interval``). If the server or the connection fails before the commit,
+or the server cancels it, the row stays RUNNING and its lease hands it back, exactly as if the worker had
+died before sending. The
 statement is the guarded UPDATE that ``LongTimeTaskQuerySet.finish`` runs, so a row that has left RUNNING is
 never overwritten. It is sent as an unnamed statement, so it leaves no state in the session (a rollback's
 ``DEALLOCATE ALL`` or a pooler cannot make it disappear).
