@@ -145,3 +145,19 @@ def test_a_rediss_broker_verifies_the_certificate(tmp_path):
         env, "s.CELERY_BROKER_USE_SSL['ssl_cert_reqs'].name, s.CELERY_BROKER_USE_SSL['ssl_ca_certs']"
     )
     assert out == "CERT_REQUIRED /etc/ssl/ca.pem"
+
+
+def test_the_executor_task_acknowledges_as_the_project_says_the_seeds_late_acknowledgement_by_default(tmp_path):
+    # Subprocesses: Celery reads task_acks_late when the task is bound, once per process.
+    (tmp_path / "early_ack_settings.py").write_text("from demo.settings import *\nCELERY_TASK_ACKS_LATE = False\n")
+    code = (
+        "import django; django.setup(); from demo.celery import app; "
+        "from long_time_task.celery_tasks import execute_long_time_task as t; print(t.acks_late)"
+    )
+    seen = {}
+    for module in ("demo.settings", "early_ack_settings"):
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": module, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        seen[module] = done.stdout.strip().splitlines()[-1]
+    assert seen == {"demo.settings": "True", "early_ack_settings": "False"}
