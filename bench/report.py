@@ -191,22 +191,17 @@ def api_section(report: dict[str, Any]) -> list[str]:
         "  list is the reader's first page (20 tasks, newest first)\n",
         f"- answers: {requests:,} requests in all, **{non_2xx:,} not 2xx**, {errors:,} socket errors\n",
         "- measured with: " + "; ".join(f"`{c}`" for c in report.get("commands", [report["command"]])) + "\n\n",
-        "![API under load](img/api.png)\n\n",
-        "Requests per second:\n\n",
-        "| endpoint | clients | " + " | ".join(configs) + " |\n",
-        "|---|---" + "|---" * len(configs) + "|\n",
+        "![API under load](img/api.png)\n",
     ]
-    for endpoint, clients in groups:
-        cells = " | ".join(api_cell(rows.get((c, endpoint, clients)), "rps") for c in configs)
-        lines.append(f"| {endpoint} | {clients} | {cells} |\n")
-    lines += [
-        "\nLatency, p50 / p99 (ms):\n\n",
-        "| endpoint | clients | " + " | ".join(configs) + " |\n",
-        "|---|---" + "|---" * len(configs) + "|\n",
-    ]
-    for endpoint, clients in groups:
-        cells = " | ".join(api_cell(rows.get((c, endpoint, clients)), "latency") for c in configs)
-        lines.append(f"| {endpoint} | {clients} | {cells} |\n")
+    for title, what in (("Requests per second", "rps"), ("Latency, p50 / p99 (ms)", "latency")):
+        lines += [
+            f"\n{title}:\n\n",
+            "| endpoint | clients | " + " | ".join(configs) + " |\n",
+            "|---|---" + "|---" * len(configs) + "|\n",
+        ]
+        for endpoint, clients in groups:
+            cells = " | ".join(api_cell(rows.get((c, endpoint, clients)), what) for c in configs)
+            lines.append(f"| {endpoint} | {clients} | {cells} |\n")
     lines += [
         "\nCPU per request (ms, at the highest concurrency): gunicorn (master and workers) / PostgreSQL and\n",
         "Redis; wrk's own CPU, and the CPU of everything else on the machine during the runs (other work on\n",

@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     # transaction mode, which cannot keep prepared statements).
     "PREPARED_STATEMENTS": True,
     # PostgreSQL: a worker sends a task's finish without waiting for the reply, which it reads before its next
-    # statement (long_time_task/deferred.py). Needs PREPARED_STATEMENTS.
+    # statement (long_time_task/deferred.py).
     "DEFERRED_FINISH": True,
 }
 

@@ -17,6 +17,8 @@ from django.db.models import ExpressionWrapper, sql
 from django.db.models.functions import Coalesce, Greatest, Now
 from django.utils import timezone
 
+from . import deferred
+
 if TYPE_CHECKING:
     from .models import LongTimeTask  # noqa: F401 - the QuerySet's type argument
 
@@ -139,9 +141,8 @@ class InsertPlan:
 
     def __init__(self, db: str) -> None:
         connection = connections[db]
-        self.fields = LongTimeTaskModel().meta.concrete_fields
         self.sources: list[tuple[Any, str, str, Any, Any]] = []  # field, name, attname, default, prepared
-        for field in self.fields:
+        for field in LongTimeTaskModel().meta.concrete_fields:
             default = field.get_default if field.has_default() and callable(field.default) else NOT_GIVEN
             prepared = NOT_GIVEN
             if field.has_default() and not callable(field.default):
@@ -169,6 +170,8 @@ class InsertPlan:
                 row.append(None)
                 continue
             value = values[name] if name in values else values.get(attname, NOT_GIVEN)
+            if value is None and default is timezone.now:  # auto_now_add, as the ORM does
+                value = NOT_GIVEN
             if value is NOT_GIVEN:
                 if prepared is not NOT_GIVEN:  # a constant default, prepared once
                     row.append(default)
@@ -433,8 +436,6 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         """
         db = self.write_db
         if result_json is not None:
-            from . import deferred
-
             if deferred.send_finish(db, task_id, attempt, result, None if result is None else result_json):
                 return True
         prepared = LongTimeTaskModel().meta.get_field("result").get_db_prep_save(result, connections[db])
