@@ -120,7 +120,8 @@ def test_a_failed_publish_keeps_a_waiting_retry_due_at_its_retry_time(monkeypatc
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(execute_long_time_task, "apply_async", refuse)
+    # Both ways of publishing (apply_async and dispatch.Direct) end in this call.
+    monkeypatch.setattr(execute_long_time_task.app.amqp, "send_task_message", refuse)
     assert dispatch.publish(task, attempt=2, countdown=300) is False
     task.refresh_from_db()
     assert task.redispatch_at == later
@@ -160,7 +161,8 @@ def test_submit_schedules_the_safety_net_and_a_failed_publish_makes_the_row_due(
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(execute_long_time_task, "apply_async", refuse)
+    # Both ways of publishing (apply_async and dispatch.Direct) end in this call.
+    monkeypatch.setattr(execute_long_time_task.app.amqp, "send_task_message", refuse)
     assert dispatch.publish(task, attempt=1) is False
     task.refresh_from_db()
     assert task.redispatch_at <= timezone.now()
