@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run migrate test test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale lint format messages clean
+.PHONY: help venv run migrate test test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-instructions lint format messages clean
 
 help:
 	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-throughput - raw Celery, tracked, django-celery-results side by side (seed and Celery delivery)"
 	@echo "make bench-api - the API (submit, detail, list) under load: gunicorn + wrk"
 	@echo "make bench-scale - list latency at 100k, 1M and 10M rows (about 5 GB in PostgreSQL)"
+	@echo "make bench-instructions - instructions per submit, publish and worker run (valgrind's callgrind)"
 	@echo "make lint    - ruff check, ruff format --check, mypy"
 	@echo "make messages - recompile the translations"
 
@@ -70,7 +71,7 @@ bench: bench-deps
 	$(BIN)/python -m bench.run --delivery celery-defaults --no-memory
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.scale --sizes 100000 1000000 10000000
-	$(BIN)/python -m bench.report
+	$(MAKE) bench-instructions
 
 bench-throughput: bench-deps
 	$(BIN)/python -m bench.run
@@ -83,6 +84,13 @@ bench-api: bench-deps
 
 bench-scale: bench-deps
 	$(BIN)/python -m bench.scale --sizes 100000 1000000 10000000
+	$(BIN)/python -m bench.report
+
+# Instructions per operation under valgrind's callgrind (Debian's valgrind, installed here when missing).
+bench-instructions: bench-deps
+	@command -v valgrind >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y valgrind || { $$SUDO apt-get update && $$SUDO apt-get install -y valgrind; }; }
+	$(BIN)/python -m bench.instructions
 	$(BIN)/python -m bench.report
 
 test-fast: venv

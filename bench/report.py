@@ -266,6 +266,24 @@ def celery_defaults_section(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def instructions_section(report: dict[str, Any]) -> list[str]:
+    counts = report["instructions"]
+    base = counts["raw_publish"]
+    lines = [
+        "\n## Instructions per operation\n\n",
+        "`python -m bench.instructions` (`make bench-instructions`) counts the instructions the Python process\n",
+        "executes for each operation with valgrind's callgrind, over ",
+        f"{report['n']} operations after a warm-up: the code's own work, the same on any machine and whatever\n",
+        "else the machine is doing (the servers' work is not counted). "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+        + ".\n\n",
+        "| operation | instructions | relative to raw Celery's publish |\n|---|---|---|\n",
+    ]
+    for name, value in counts.items():
+        lines.append(f"| {report['labels'][name]} | {value:,.0f} | {value / base:.2f} |\n")
+    return lines
+
+
 def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
     report = json.loads(Path(results).read_text())
     (DOCS / "img").mkdir(parents=True, exist_ok=True)
@@ -310,6 +328,9 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
     scale = ROOT / "bench" / "scale.json"
     if scale.exists():
         lines += scale_section(json.loads(scale.read_text()))
+    instructions = ROOT / "bench" / "instructions.json"
+    if instructions.exists():
+        lines += instructions_section(json.loads(instructions.read_text()))
     history = ROOT / "bench" / "history.md"
     if history.exists():
         lines.append(history.read_text())

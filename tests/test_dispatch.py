@@ -5,8 +5,13 @@ message needs ``apply_async``'s generality."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -54,7 +59,10 @@ def received(broker: Any) -> list[dict[str, Any]]:
         for raw in reversed(broker.lrange(key, 0, -1)):  # LPUSH, consumed from the right
             message = json.loads(raw)
             message["key"] = key
-            message["decoded_body"] = json.loads(base64.b64decode(message["body"]))
+            body = base64.b64decode(message["body"])
+            if message["headers"].get("compression"):
+                body = zlib.decompress(body)
+            message["decoded_body"] = json.loads(body)
             messages.append(message)
     return messages
 
@@ -139,6 +147,90 @@ def test_no_direct_path_in_eager_mode_or_inside_a_task(redis_broker, settings):
     assert [m["headers"]["id"] for m in received(redis_broker)] == ["id-1"]
 
 
+CONFIGURATIONS = {
+    "defaults": {},
+    "protocol 1": {"task_protocol": 1},
+    "sent events": {"task_send_sent_event": True},
+    "transient delivery": {"task_default_delivery_mode": "transient"},
+    "compression": {"task_compression": "gzip"},
+    # A queue name of its own: kombu's producer pool is shared by apps with the same broker URL, and remembers
+    # which queues it declared by name.
+    "topic exchange": {
+        "task_queues": (Queue(f"{QUEUE}_topic", Exchange("dispatch_topic", type="topic"), routing_key="ltt.#"),)
+    },
+    "queue created on the fly": {"task_queues": (), "task_create_missing_queues": True},
+}
+
+
+@contextmanager
+def celery_app(broker_url: str, **config: Any) -> Iterator[Any]:
+    """A Celery app of its own (not the demo's), configured like the demo's broker, then ``config``."""
+    from django.conf import settings
+
+    app = Celery("dispatch-test", broker=broker_url, set_as_current=False)
+    app.conf.broker_transport_options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    app.conf.task_queues = (Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE),)
+    app.conf.update(config)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def both_ways(app: Any, *, direct_expected: bool = True) -> None:
+    """Publish the same message through Direct (if it applies) and through apply_async."""
+    task = app.tasks[execute_long_time_task.name]
+    queue = app.conf.task_queues[0].name if app.conf.task_queues else QUEUE
+    options: dict[str, Any] = {"queue": queue, "priority": 3, "retry": True, "retry_policy": {"max_retries": 1}}
+    assert dispatch.Direct.send(task, (44, 1), "celery-id-44", 90, 80, options) is direct_expected
+    task.apply_async(args=(44, 1), task_id="celery-id-44", time_limit=90, soft_time_limit=80, **options)
+
+
+@pytest.mark.parametrize("config", CONFIGURATIONS.values(), ids=CONFIGURATIONS.keys())
+def test_under_other_celery_settings_the_direct_message_is_still_apply_asyncs(redis_broker, config):
+    from django.conf import settings
+
+    with celery_app(settings.CELERY_BROKER_URL, **config) as app:
+        both_ways(app)
+    direct, general = received(redis_broker)
+    assert without_delivery_tag(direct) == without_delivery_tag(general)
+
+
+def test_task_routes_a_task_level_expiry_or_a_wrapped_apply_async_go_through_apply_async(redis_broker, monkeypatch):
+    from celery.app.task import Task
+    from django.conf import settings
+
+    url = settings.CELERY_BROKER_URL
+    with celery_app(url, task_routes={execute_long_time_task.name: {"queue": QUEUE}}) as app:
+        both_ways(app, direct_expected=False)
+    with celery_app(url, task_annotations={execute_long_time_task.name: {"expires": 60}}) as app:
+        both_ways(app, direct_expected=False)
+    expiring = received(redis_broker)[-1]
+    assert expiring["headers"]["expires"] is not None  # what Direct would have dropped
+    original = Task.apply_async
+
+    @functools.wraps(original)
+    def traced(self: Any, *args: Any, **kwargs: Any) -> Any:  # as Sentry's Celery integration wraps it
+        return original(self, *args, **kwargs)
+
+    with monkeypatch.context() as patched, celery_app(url) as app:
+        patched.setattr(Task, "apply_async", traced)
+        both_ways(app, direct_expected=False)
+    with celery_app(url) as app:
+        both_ways(app)  # unwrapped again: the direct path
+    assert len(received(redis_broker)) == 5  # one message from each fallback, two from the last
+
+
+def test_routes_added_later_are_followed(redis_broker):
+    from django.conf import settings
+
+    with celery_app(settings.CELERY_BROKER_URL) as app:
+        both_ways(app)  # the route of QUEUE is now cached
+        app.conf.update(task_routes={execute_long_time_task.name: {"queue": f"{QUEUE}_routed"}})
+        both_ways(app, direct_expected=False)
+    assert len(received(redis_broker)) == 3  # the explicit queue wins over the route, on both paths
+
+
 def rabbitmq_url() -> str:
     """The RabbitMQ of the tests (``TEST_AMQP_URL``): fails under CI=true, skips elsewhere, if it does not answer."""
     from django.conf import settings
@@ -153,27 +245,34 @@ def rabbitmq_url() -> str:
     return url
 
 
+def next_message(queue: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while (message := queue.get(no_ack=True)) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no message in {queue.name} after {timeout}s")
+        time.sleep(0.01)
+    return message
+
+
 def test_on_rabbitmq_too_the_direct_message_is_the_one_apply_async_sends():
-    # A Celery app of its own on RabbitMQ, with the demo's priority queue declaration; the executor task is a
-    # shared task, so this app has its own instance of it.
-    app = Celery("dispatch-amqp", broker=rabbitmq_url(), set_as_current=False)
+    # The demo's priority queue declaration on RabbitMQ.
     queue = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE, queue_arguments={"x-max-priority": 10})
-    app.conf.task_queues = (queue,)
-    task = app.tasks[execute_long_time_task.name]
-    options: dict[str, Any] = {"queue": QUEUE, "priority": 7, "retry": True, "retry_policy": {"max_retries": 1}}
-    with app.connection_for_write() as connection:
-        bound = queue(connection.default_channel)
-        bound.declare()
-        bound.purge()
-        try:
-            assert dispatch.Direct.send(task, (43, 1), "celery-id-43", 90, 80, options) is True
-            task.apply_async(args=(43, 1), task_id="celery-id-43", time_limit=90, soft_time_limit=80, **options)
-            direct: Any = bound.get(no_ack=True)
-            general: Any = bound.get(no_ack=True)
-            assert bound.get(no_ack=True) is None
-        finally:
-            bound.delete()
-    assert direct is not None and general is not None
+    with celery_app(rabbitmq_url(), task_queues=(queue,)) as app:
+        task = app.tasks[execute_long_time_task.name]
+        options: dict[str, Any] = {"queue": QUEUE, "priority": 7, "retry": True, "retry_policy": {"max_retries": 1}}
+        with app.connection_for_write() as connection:
+            bound = queue(connection.default_channel)
+            bound.declare()
+            bound.purge()
+            try:
+                assert dispatch.Direct.send(task, (43, 1), "celery-id-43", 90, 80, options) is True
+                task.apply_async(args=(43, 1), task_id="celery-id-43", time_limit=90, soft_time_limit=80, **options)
+                # AMQP publishes are asynchronous: wait (bounded) for each to reach the queue.
+                direct: Any = next_message(bound)
+                general: Any = next_message(bound)
+                assert bound.get(no_ack=True) is None  # nothing else: a duplicate would have come before
+            finally:
+                bound.delete()
     assert direct.body == general.body
     assert direct.headers == general.headers
     assert direct.properties == general.properties
