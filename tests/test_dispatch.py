@@ -1,6 +1,6 @@
-"""The executor's message, as it arrives in a real Redis: the direct path (``dispatch.Direct``) sends what
-``apply_async`` sends, byte for byte apart from kombu's random delivery tag, and falls back to it when the
-message needs ``apply_async``'s generality."""
+"""The executor's message, as it arrives in a real Redis and a real RabbitMQ: the direct path
+(``dispatch.Direct``) sends what ``apply_async`` sends, byte for byte apart from kombu's random delivery tag,
+under several Celery settings, and falls back to ``apply_async`` when the message needs its generality."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def row(task_id: int = 41) -> LongTimeTask:
 
 
 def received(broker: Any) -> list[dict[str, Any]]:
-    """Every message waiting in the test queue's lists (one per priority), oldest first, decoded."""
+    """Every message waiting in the test queues' lists (one per queue and priority), decoded: list by list in
+    key order, oldest first within each."""
     messages = []
     for key in sorted(k.decode() for k in broker.keys(f"{QUEUE}*")):
         for raw in reversed(broker.lrange(key, 0, -1)):  # LPUSH, consumed from the right
