@@ -23,8 +23,22 @@ def require_services() -> None:
         missing.append(f"PostgreSQL ({settings.TEST_DATABASE_URL})")
     if not str(settings.CELERY_BROKER_URL).startswith("redis"):
         missing.append(f"Redis ({settings.TEST_REDIS_URL})")
-    if not missing:
-        return
+    if missing:
+        unavailable(missing)
+
+
+def require_rabbitmq() -> str:
+    """The URL of the tests' RabbitMQ (``TEST_AMQP_URL``), failing or skipping as ``require_services`` does."""
+    from tests.settings import answers
+
+    url = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    if not answers(url, 5672):
+        unavailable([f"RabbitMQ ({url.split('@')[-1]})"])
+    return url
+
+
+def unavailable(missing: list[str]) -> None:
+    """Fail under CI=true; elsewhere skip, and name the services in the run's summary."""
     message = "not reachable: " + ", ".join(missing)
     if settings.CI:
         pytest.fail(f"CI=true and a required service is {message}")
@@ -37,8 +51,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("services")
         terminalreporter.write_line(
             "Skipped the tests that need: " + ", ".join(sorted(SKIPPED_SERVICES)) + ". "
-            "They ran on the embedded default (SQLite) instead; start the services (or set TEST_DATABASE_URL / "
-            "TEST_REDIS_URL) to run them."
+            "The rest ran on the embedded default (SQLite); start the services (or set TEST_DATABASE_URL / "
+            "TEST_REDIS_URL / TEST_AMQP_URL) to run them."
         )
 
 

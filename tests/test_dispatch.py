@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import os
 import time
 import zlib
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from long_time_task.celery_tasks import execute_long_time_task
 from long_time_task.models import LongTimeTask
 from long_time_task.registry import LongTimeTaskRegister
 
-from .conftest import require_services
+from .conftest import require_rabbitmq, require_services
 
 QUEUE = "dispatch_test"  # no worker of the tests consumes it
 
@@ -232,20 +231,6 @@ def test_routes_added_later_are_followed(redis_broker):
     assert len(received(redis_broker)) == 3  # the explicit queue wins over the route, on both paths
 
 
-def rabbitmq_url() -> str:
-    """The RabbitMQ of the tests (``TEST_AMQP_URL``): fails under CI=true, skips elsewhere, if it does not answer."""
-    from django.conf import settings
-
-    from tests.settings import answers
-
-    url = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
-    if not answers(url, 5672):
-        if settings.CI:
-            pytest.fail(f"CI=true and RabbitMQ ({url}) is not reachable")
-        pytest.skip(f"needs RabbitMQ at {url}")
-    return url
-
-
 def next_message(queue: Any, timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while (message := queue.get(no_ack=True)) is None:
@@ -258,7 +243,7 @@ def next_message(queue: Any, timeout: float = 10.0) -> Any:
 def test_on_rabbitmq_too_the_direct_message_is_the_one_apply_async_sends():
     # The demo's priority queue declaration on RabbitMQ.
     queue = Queue(QUEUE, Exchange(QUEUE), routing_key=QUEUE, queue_arguments={"x-max-priority": 10})
-    with celery_app(rabbitmq_url(), task_queues=(queue,)) as app:
+    with celery_app(require_rabbitmq(), task_queues=(queue,)) as app:
         task = app.tasks[execute_long_time_task.name]
         options: dict[str, Any] = {"queue": QUEUE, "priority": 7, "retry": True, "retry_policy": {"max_retries": 1}}
         with app.connection_for_write() as connection:
