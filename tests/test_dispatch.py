@@ -1,6 +1,7 @@
 """The executor's message, as it arrives in a real Redis and a real RabbitMQ: the direct path
-(``dispatch.Direct``) sends what ``apply_async`` sends, byte for byte apart from kombu's random delivery tag,
-under several Celery settings, and falls back to ``apply_async`` when the message needs its generality."""
+(``dispatch.Direct``, and on Redis its ``RedisLane``) sends what ``apply_async`` sends, byte for byte apart
+from kombu's random delivery tag, under several Celery settings, and falls back to ``apply_async`` (or to
+kombu's publish) when the message needs their generality."""
 
 from __future__ import annotations
 
@@ -46,6 +47,21 @@ def redis_broker(broker: Any) -> Any:
         broker.delete(key)
 
 
+@pytest.fixture
+def lane(monkeypatch: Any) -> list[bool]:
+    """What each publish through Direct did with the Redis lane: True (sent), False (not applicable or
+    failed: kombu's publish sent it)."""
+    uses: list[bool] = []
+    send = dispatch.RedisLane.send
+
+    def counted(self: Any, *args: Any) -> bool:
+        uses.append(send(self, *args))
+        return uses[-1]
+
+    monkeypatch.setattr(dispatch.RedisLane, "send", counted)
+    return uses
+
+
 def row(task_id: int = 41) -> LongTimeTask:
     # Not saved: publishing reads only these fields.
     return LongTimeTask(id=task_id, task_type="dispatch_noop", queue=QUEUE, priority=7)
@@ -62,7 +78,8 @@ def received(broker: Any) -> list[dict[str, Any]]:
             body = base64.b64decode(message["body"])
             if message["headers"].get("compression"):
                 body = zlib.decompress(body)
-            message["decoded_body"] = json.loads(body)
+            if message["content-type"] == "application/json":
+                message["decoded_body"] = json.loads(body)
             messages.append(message)
     return messages
 
@@ -72,7 +89,7 @@ def without_delivery_tag(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "properties": properties}
 
 
-def test_the_direct_message_is_the_one_apply_async_sends(redis_broker, monkeypatch):
+def test_the_direct_message_is_the_one_apply_async_sends(redis_broker, monkeypatch, lane):
     published: list[tuple[Any, ...]] = []
 
     def before(sender: Any = None, headers: Any = None, **kwargs: Any) -> None:
@@ -102,8 +119,15 @@ def test_the_direct_message_is_the_one_apply_async_sends(redis_broker, monkeypat
         signals.after_task_publish.disconnect(after)
 
     assert calls == ["direct"]
-    direct, general = received(redis_broker)
-    assert without_delivery_tag(direct) == without_delivery_tag(general)
+    assert lane in ([], [False])  # Celery's signals have receivers: kombu's publish, which sends them
+    monkeypatch.setattr(dispatch.Direct, "send", direct_send)
+    assert dispatch.publish(task, attempt=2) is True  # no receivers: the lane, once the queue is declared
+    assert dispatch.publish(task, attempt=2) is True
+    assert lane[-1] is True
+    direct, general, *laned = received(redis_broker)
+    assert len(laned) == 2
+    for message in (general, *laned):
+        assert without_delivery_tag(direct) == without_delivery_tag(message)
     # What the worker relies on, spelled out: the row id and attempt, the Celery id, the task's time limits,
     # the registry's priority as Redis orders it (10 - 7), on the type's queue.
     assert direct["decoded_body"][0] == [41, 2]
@@ -147,18 +171,25 @@ def test_no_direct_path_in_eager_mode_or_inside_a_task(redis_broker, settings):
     assert [m["headers"]["id"] for m in received(redis_broker)] == ["id-1"]
 
 
+# Each with whether the Redis lane sends the message (True) or leaves it to kombu's publish (False).
 CONFIGURATIONS = {
-    "defaults": {},
-    "protocol 1": {"task_protocol": 1},
-    "sent events": {"task_send_sent_event": True},
-    "transient delivery": {"task_default_delivery_mode": "transient"},
-    "compression": {"task_compression": "gzip"},
-    # A queue name of its own: kombu's producer pool is shared by apps with the same broker URL, and remembers
-    # which queues it declared by name.
-    "topic exchange": {
-        "task_queues": (Queue(f"{QUEUE}_topic", Exchange("dispatch_topic", type="topic"), routing_key="ltt.#"),)
-    },
-    "queue created on the fly": {"task_queues": (), "task_create_missing_queues": True},
+    "defaults": ({}, True),
+    "protocol 1": ({"task_protocol": 1}, True),
+    "sent events": ({"task_send_sent_event": True}, False),
+    "transient delivery": ({"task_default_delivery_mode": "transient"}, True),
+    "pickle": ({"task_serializer": "pickle", "accept_content": ["json", "pickle"]}, True),
+    "compression": ({"task_compression": "gzip"}, False),
+    # Queue names of their own: kombu's producer pool is shared by apps with the same broker URL, and
+    # remembers which queues it declared by name.
+    "topic exchange": (
+        {"task_queues": (Queue(f"{QUEUE}_topic", Exchange("dispatch_topic", type="topic"), routing_key="ltt.#"),)},
+        False,
+    ),
+    "expiring queue": (
+        {"task_queues": (Queue(f"{QUEUE}_expiring", Exchange(f"{QUEUE}_expiring"), expires=600),)},
+        False,
+    ),
+    "queue created on the fly": ({"task_queues": (), "task_create_missing_queues": True}, True),
 }
 
 
@@ -177,23 +208,53 @@ def celery_app(broker_url: str, **config: Any) -> Iterator[Any]:
         app.close()
 
 
-def both_ways(app: Any, *, direct_expected: bool = True) -> None:
-    """Publish the same message through Direct (if it applies) and through apply_async."""
+def both_ways(app: Any, *, direct_expected: bool = True, times: int = 1) -> None:
+    """Publish the same message through Direct (if it applies) ``times`` times, then through apply_async."""
     task = app.tasks[execute_long_time_task.name]
     queue = app.conf.task_queues[0].name if app.conf.task_queues else QUEUE
     options: dict[str, Any] = {"queue": queue, "priority": 3, "retry": True, "retry_policy": {"max_retries": 1}}
-    assert dispatch.Direct.send(task, (44, 1), "celery-id-44", 90, 80, options) is direct_expected
+    for _ in range(times):
+        assert dispatch.Direct.send(task, (44, 1), "celery-id-44", 90, 80, options) is direct_expected
     task.apply_async(args=(44, 1), task_id="celery-id-44", time_limit=90, soft_time_limit=80, **options)
 
 
-@pytest.mark.parametrize("config", CONFIGURATIONS.values(), ids=CONFIGURATIONS.keys())
-def test_under_other_celery_settings_the_direct_message_is_still_apply_asyncs(redis_broker, config):
+@pytest.mark.parametrize(("config", "lane_expected"), CONFIGURATIONS.values(), ids=CONFIGURATIONS.keys())
+def test_under_other_celery_settings_the_direct_message_is_still_apply_asyncs(
+    redis_broker, lane, config, lane_expected
+):
     from django.conf import settings
 
     with celery_app(settings.CELERY_BROKER_URL, **config) as app:
-        both_ways(app)
-    direct, general = received(redis_broker)
-    assert without_delivery_tag(direct) == without_delivery_tag(general)
+        # The first publish on a connection may be the one that declares the queue (kombu's publish).
+        both_ways(app, times=2)
+    # The lane is asked only where its plan applies; the second publish takes it, or neither does.
+    assert (lane[-1:] == [True]) is lane_expected and (True in lane) is lane_expected
+    *direct, general = received(redis_broker)
+    assert len(direct) == 2
+    for message in direct:
+        assert without_delivery_tag(message) == without_delivery_tag(general)
+    assert len({message["properties"]["delivery_tag"] for message in [*direct, general]}) == 3
+
+
+def test_the_lane_publishes_again_through_kombu_when_its_lpush_fails(redis_broker, lane, monkeypatch):
+    from django.conf import settings
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    with celery_app(settings.CELERY_BROKER_URL) as app:
+        both_ways(app, times=2)
+        assert lane[1:] == [True]
+        with app.producer_pool.acquire(block=True) as producer:
+            client = vars(producer.channel)[dispatch.RedisLane.CLIENT]  # the lane's own, kept on the channel
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RedisConnectionError("connection reset")
+
+        monkeypatch.setattr(client, "lpush", broken)
+        both_ways(app)  # the same channel: the pool gives it back
+    assert lane[2:] == [False]
+    messages = received(redis_broker)
+    assert len(messages) == 5  # nothing lost, nothing doubled
+    assert len({json.dumps(without_delivery_tag(message), sort_keys=True) for message in messages}) == 1
 
 
 def test_task_routes_a_task_level_expiry_or_a_wrapped_apply_async_go_through_apply_async(redis_broker, monkeypatch):

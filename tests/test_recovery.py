@@ -110,7 +110,6 @@ def test_sweeper_fails_rows_of_a_type_no_worker_knows(published):
 
 
 def test_a_failed_publish_keeps_a_waiting_retry_due_at_its_retry_time(monkeypatch):
-    from long_time_task.celery_tasks import execute_long_time_task
 
     later = timezone.now() + timedelta(minutes=5)
     task = LongTimeTask.objects.create(
@@ -120,8 +119,7 @@ def test_a_failed_publish_keeps_a_waiting_retry_due_at_its_retry_time(monkeypatc
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    # Both ways of publishing (apply_async and dispatch.Direct) end in this call.
-    monkeypatch.setattr(execute_long_time_task.app.amqp, "send_task_message", refuse)
+    monkeypatch.setattr(dispatch, "send", refuse)  # however it would have been sent
     assert dispatch.publish(task, attempt=2, countdown=300) is False
     task.refresh_from_db()
     assert task.redispatch_at == later
@@ -153,7 +151,6 @@ def test_sweeper_stops_at_the_first_failed_publish(monkeypatch):
 
 def test_submit_schedules_the_safety_net_and_a_failed_publish_makes_the_row_due(monkeypatch, settings):
     from long_time_task import services
-    from long_time_task.celery_tasks import execute_long_time_task
 
     settings.LONG_TIME_TASK_REDISPATCH_AFTER = 120
     task = LongTimeTask.objects.create(task_type="test_echo", redispatch_at=timezone.now() + timedelta(minutes=2))
@@ -161,8 +158,7 @@ def test_submit_schedules_the_safety_net_and_a_failed_publish_makes_the_row_due(
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    # Both ways of publishing (apply_async and dispatch.Direct) end in this call.
-    monkeypatch.setattr(execute_long_time_task.app.amqp, "send_task_message", refuse)
+    monkeypatch.setattr(dispatch, "send", refuse)  # however it would have been sent
     assert dispatch.publish(task, attempt=1) is False
     task.refresh_from_db()
     assert task.redispatch_at <= timezone.now()
