@@ -32,7 +32,12 @@ def main(system: str, n: int) -> None:
             submit_task("bench_noop", {"sent_at": time.time()})
     elapsed = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    report = {"seconds": elapsed, "started_at": wall, "cpu": usage.ru_utime + usage.ru_stime - cpu_before}
+    report = {
+        "seconds": elapsed,
+        "started_at": wall,
+        "cpu": usage.ru_utime + usage.ru_stime - cpu_before,
+        "startup_cpu": cpu_before,
+    }
     sys.stdout.write(json.dumps(report) + "\n")
 
 

@@ -238,6 +238,8 @@ def throughput_table(report: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|\n",
     ]
     for system, s in summary.items():
+        if "e2e_rate" not in s:
+            continue  # not in this run (--systems)
         ratio = s["e2e_rate"]["median"] / base
         drain = f"{s['drain_rate']['median'] / base_drain:.2f}" if base_drain and "drain_rate" in s else "-"
         lines.append(
@@ -245,6 +247,43 @@ def throughput_table(report: dict[str, Any]) -> list[str]:
             f"{cell(s, 'drain_rate')} | {drain} | {cell(s, 'cpu_per_1000', 2)} | {cell(s, 'db_xacts_per_task', 2)} | "
             f"{s['latency_p50_ms']['median']:,.0f} / {s['latency_p99_ms']['median']:,.0f} |\n"
         )
+    return lines
+
+
+CPU_PARTS = {
+    "enqueuer": "enqueuing process",
+    "worker_main": "worker: main process",
+    "worker_pool": "worker: pool processes",
+    "postgresql": "PostgreSQL",
+    "redis": "Redis",
+}
+
+
+def cpu_split_table(report: dict[str, Any]) -> list[str]:
+    """Where each system's CPU goes in the end-to-end runs, in ms per task (= CPU s per 1,000 tasks)."""
+    summary = report["summary"]
+    systems = [system for system, s in summary.items() if s.get("cpu_split_per_1000")]
+    if "raw" not in systems:
+        return []
+    base = summary["raw"]["machine_cpu_per_1000"]["median"]
+    lines = [
+        "\nWhere the CPU goes, end to end (medians, ms per task):\n\n",
+        "| system | " + " | ".join(CPU_PARTS.values()) + " | all of these | whole machine | raw Celery's whole "
+        "machine over this |\n",
+        "|---|" + "---|" * (len(CPU_PARTS) + 3) + "\n",
+    ]
+    for system in systems:
+        split, machine = summary[system]["cpu_split_per_1000"], summary[system]["machine_cpu_per_1000"]["median"]
+        parts = " | ".join(f"{split[name]:.2f}" for name in CPU_PARTS)
+        lines.append(
+            f"| {report['labels'][system]} | {parts} | {sum(split.values()):.2f} | {machine:.2f} | "
+            f"{base / machine:.2f} |\n"
+        )
+    lines.append(
+        "\nThe whole machine's busy time (`/proc/stat`: user, system, interrupts) holds, besides these processes,\n"
+        "the kernel's work on the loopback traffic; the enqueuing process's start-up is taken out of it. Where\n"
+        "the cores are what limits both systems, the end-to-end ratio comes out near the last column.\n"
+    )
     return lines
 
 
@@ -263,6 +302,7 @@ def celery_defaults_section(report: dict[str, Any]) -> list[str]:
         f"{report['args']['reps']} repetitions.\n\n",
         "![throughput, Celery's default delivery](img/throughput-celery-defaults.png)\n\n",
         *throughput_table(report),
+        *cpu_split_table(report),
     ]
 
 
@@ -303,13 +343,15 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
         "![throughput](img/throughput.png)\n\n",
     ]
     lines += throughput_table(report)
+    lines += cpu_split_table(report)
     lines += [
         "\nEnd to end: a worker runs while the tasks are enqueued; the rate is N over the time from the first\n",
         "enqueue to the last finish. Enqueue and drain: the tasks are enqueued with no worker, then drained.\n",
-        "CPU counts the enqueuing process (its enqueue loop), the worker (main and children, from when it is\n",
-        "ready) and the Redis and PostgreSQL servers; the processes' start-up is left out. DB transactions\n",
-        "come from `pg_stat_database` (each autocommit statement is one), enqueue and worker together.\n",
-        "Latency is submit to finish, end-to-end runs.\n\n",
+        "CPU is measured in the end-to-end runs: the enqueuing process (its enqueue loop), the worker (main\n",
+        "process and pool, from when it is ready) and the Redis and PostgreSQL servers, PostgreSQL's backends\n",
+        "included after they exit (from the postmaster's children times); the processes' start-up is left\n",
+        "out. DB transactions come from `pg_stat_database` (each autocommit statement is one), enqueue and\n",
+        "worker together. Latency is submit to finish, end-to-end runs.\n\n",
         "## Memory\n\n",
         "| system | worker RSS idle (MiB) | after tasks (MiB) | tasks |\n|---|---|---|---|\n",
     ]

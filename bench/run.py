@@ -102,14 +102,28 @@ def settled_transactions() -> int:
     return last
 
 
-def server_cpu() -> float:
-    """CPU seconds used so far by the Redis and PostgreSQL servers."""
-    total = 0.0
+def server_cpu() -> dict[str, float]:
+    """CPU seconds used so far by the PostgreSQL and Redis servers, with the PostgreSQL backends that have
+    exited since (the enqueuer's, the worker's): their time is in the postmaster's children times."""
+    total = {"postgresql": 0.0, "redis": 0.0}
     for proc in psutil.process_iter(["name", "cpu_times"]):
         name = proc.info["name"] or ""
-        if name.startswith(("redis-server", "postgres")) and proc.info["cpu_times"]:
-            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+        times = proc.info["cpu_times"]
+        server = "postgresql" if name.startswith("postgres") else "redis" if name.startswith("redis-server") else None
+        if server and times:
+            total[server] += times.user + times.system + times.children_user + times.children_system
     return total
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (the kernel's work on the loopback included)."""
+    times = psutil.cpu_times()
+    return times.user + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+
+
+def own_cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
 
 
 def tree_cpu(proc: psutil.Process) -> float:
@@ -141,15 +155,18 @@ class Worker:
         # -l WARNING hides the "ready" line: wait for the pool's children instead.
         wait_until(lambda: len(self.proc.children()) >= concurrency, 60, "the worker's pool")
         time.sleep(1.0)  # let the consumer connect before timing (the bench, not a test)
-        self.cpu_at_start = tree_cpu(self.proc)  # start-up is not the tasks' cost
+        # Start-up is not the tasks' cost.
+        self.cpu_at_start, self.main_cpu_at_start = tree_cpu(self.proc), own_cpu(self.proc)
 
-    def stop(self) -> float:
-        """Stops the worker; returns the CPU seconds it used since it was ready."""
-        cpu = tree_cpu(self.proc) - self.cpu_at_start
+    def stop(self) -> tuple[float, float]:
+        """Stops the worker; returns the CPU seconds it used since it was ready: the main process's and its
+        pool's."""
+        main = own_cpu(self.proc) - self.main_cpu_at_start
+        total = tree_cpu(self.proc) - self.cpu_at_start
         self.popen.terminate()
         self.popen.wait(60)
         self.handle.close()
-        return cpu
+        return main, total - main
 
 
 def enqueue(system: str, n: int, concurrency: int) -> dict[str, float]:
@@ -174,8 +191,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_once(system: str, n: int, concurrency: int, mode: str, logs: Path) -> dict[str, Any]:
+    """One run. CPU is measured in the end-to-end mode only: there the worker is ready before the first
+    task is sent, while in the split mode it may have drained part of the queue before it could be read."""
     reset()
-    xacts0, servers0 = settled_transactions(), server_cpu()
+    xacts0 = settled_transactions()
     result: dict[str, Any] = {"system": system, "mode": mode, "n": n}
     if mode == "split":
         enq = enqueue(system, n, concurrency)
@@ -184,17 +203,30 @@ def run_once(system: str, n: int, concurrency: int, mode: str, logs: Path) -> di
         finished = finish_times()
         result["drain_rate"] = (n - 1) / (finished[-1] - finished[0])
         result["enqueue_rate"] = n / enq["seconds"]
+        worker.stop()
     else:
         worker = Worker(system, concurrency, logs / f"{system}-{mode}.log")
+        servers0, machine0 = server_cpu(), machine_cpu()
         enq = enqueue(system, n, concurrency)
         wait_until(lambda: done() >= n, 600, f"{system} to finish")
+        # Before the worker stops: its shutdown is not the tasks' cost.
+        servers, machine = server_cpu(), machine_cpu()
+        main, pool = worker.stop()
         # From the first enqueue (not the enqueuing process's start-up) to the last finish.
         result["e2e_rate"] = n / (finish_times()[-1] - enq["started_at"])
         latencies = [float(x) for x in MARKS.lrange("bench:latency", 0, -1)]
         result["latency_p50_ms"] = percentile(latencies, 0.50) * 1000
         result["latency_p99_ms"] = percentile(latencies, 0.99) * 1000
-    worker_cpu = worker.stop()
-    result["cpu_per_1000"] = (worker_cpu + enq["cpu"] + server_cpu() - servers0) / n * 1000
+        split = {
+            "enqueuer": enq["cpu"],
+            "worker_main": main,
+            "worker_pool": pool,
+            **{name: servers[name] - servers0[name] for name in servers},
+        }
+        result["cpu_split_per_1000"] = {name: seconds / n * 1000 for name, seconds in split.items()}
+        result["cpu_per_1000"] = sum(split.values()) / n * 1000
+        # The whole machine, the kernel's work included, less the enqueuing process's start-up.
+        result["machine_cpu_per_1000"] = (machine - machine0 - enq["startup_cpu"]) / n * 1000
     result["db_xacts_per_task"] = (settled_transactions() - xacts0) / n
     return result
 
@@ -211,8 +243,8 @@ def memory(system: str, n: int, concurrency: int, logs: Path) -> dict[str, Any]:
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    metrics = ["enqueue_rate", "drain_rate", "e2e_rate", "cpu_per_1000", "db_xacts_per_task",
-               "latency_p50_ms", "latency_p99_ms"]  # fmt: skip
+    metrics = ["enqueue_rate", "drain_rate", "e2e_rate", "cpu_per_1000", "machine_cpu_per_1000",
+               "db_xacts_per_task", "latency_p50_ms", "latency_p99_ms"]  # fmt: skip
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for system in SYSTEMS:
         summary[system] = {}
@@ -224,6 +256,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
                     "min": min(values),
                     "max": max(values),
                 }
+        splits = [r["cpu_split_per_1000"] for r in runs if r["system"] == system and "cpu_split_per_1000" in r]
+        if splits:
+            summary[system]["cpu_split_per_1000"] = {
+                name: statistics.median(split[name] for split in splits) for name in splits[0]
+            }
     return summary
 
 
