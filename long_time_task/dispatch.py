@@ -11,8 +11,10 @@ from celery import current_app, signals
 from celery.app import amqp as celery_amqp
 from celery.app import base as celery_base
 from celery.app import task as celery_task_module
+from kombu import messaging as kombu_messaging
 from kombu.entity import maybe_delivery_mode
 from kombu.serialization import dumps as serialize
+from kombu.transport.virtual import base as kombu_virtual
 
 from .conf import conf
 from .registry import LongTimeTaskRegister
@@ -105,8 +107,8 @@ def send(
     )
 
 
-def _is_celerys_own(function: Any, module: Any) -> bool:
-    """Whether ``function`` is Celery's own (defined in ``module``), not a wrapper around it."""
+def _is_own(function: Any, module: Any) -> bool:
+    """Whether ``function`` is the library's own (defined in ``module``), not a wrapper around it."""
     code = getattr(function, "__code__", None)
     return code is not None and not hasattr(function, "__wrapped__") and code.co_filename == module.__file__
 
@@ -168,9 +170,15 @@ class Direct:
             kwargsrepr="{}",
             **routed,
         )
-        with amqp.producer_pool.acquire(block=True) as producer:
-            if route.lane is not None and route.lane.send(producer, message, options["retry_policy"]):
-                return True
+        with app.producer_or_acquire(None) as producer:
+            if route.lane is not None:
+                sent = route.lane.send(amqp, producer, message, options["retry_policy"])
+                if sent is True:
+                    return True
+                if sent is False:  # the LPUSH was an attempt: kombu's publish makes the rest of them
+                    policy = {**route.lane.retry_policy, **options["retry_policy"]}
+                    policy["max_retries"] = max(0, int(policy.get("max_retries") or 0) - 1)
+                    routed["retry_policy"] = policy
             with producer.connection._reraise_as_library_errors():
                 amqp.send_task_message(producer, task.name, message, **routed)
         return True
@@ -179,9 +187,9 @@ class Direct:
     def applies(task: Any, app: Any) -> bool:
         if "apply_async" in vars(task) or "send_task" in vars(app) or task.expires is not None:
             return False
-        if not _is_celerys_own(type(task).apply_async, celery_task_module):
+        if not _is_own(type(task).apply_async, celery_task_module):
             return False
-        if not _is_celerys_own(type(app).send_task, celery_base):
+        if not _is_own(type(app).send_task, celery_base):
             return False
         return not app.conf.task_always_eager and app.current_worker_task is None
 
@@ -223,12 +231,14 @@ class RedisLane:
     kept on the channel: a publish costs about half the CPU. ``tests/test_dispatch.py`` compares the
     messages in Redis with ``apply_async``'s.
 
-    Only where none of that machinery has anything to do: kombu's own Redis channel, a queue on a direct
-    exchange whose declaration this connection has cached (the first publish on a connection takes the
-    general path, which declares it), no compression, no expiring queue, no publish batch, no receivers of
-    Celery's publish signals and no task-sent event. If the LPUSH fails, the publish takes the general
-    path, with its retries and reconnection; should the failed LPUSH have reached Redis after all, the
-    worker's claim lets only one of the two messages run the task.
+    Only where none of that machinery has anything to do: kombu's own Redis channel and producer with
+    nothing wrapped around their publish (monitoring agents hook kombu's ``Producer.publish``), a queue on a
+    direct exchange whose declaration this connection has cached (the first publish on a connection takes
+    the general path, which declares it), no exchange and routing key of the task's own, no compression, no
+    expiring queue, no publish batch, no receivers of Celery's publish signals and no task-sent event. A
+    failed LPUSH counts as the first attempt: kombu's publish makes the rest, with one retry fewer and its
+    reconnection. Should the failed LPUSH have reached Redis after all, the worker's claim lets only one of
+    the two messages run the task.
     """
 
     queue: Any
@@ -255,6 +265,8 @@ class RedisLane:
             return None  # send_task_message sends to the anonymous exchange only for a direct one
         if routed.get("compression") or conf.task_compression:
             return None
+        if routed.get("exchange") and routed.get("routing_key"):
+            return None  # delivered through the exchange's bindings, not onto the queue's list
         delivery_mode = routed.get("delivery_mode") or queue.exchange.delivery_mode or conf.task_default_delivery_mode
         return cls(
             queue=queue,
@@ -264,18 +276,23 @@ class RedisLane:
             retry_policy=dict(conf.task_publish_retry_policy or {}),
         )
 
-    def send(self, producer: Any, message: Any, retry_policy: dict[str, Any]) -> bool:
-        """LPUSH the message; False (nothing sent) where the lane does not apply or the LPUSH failed."""
+    def send(self, amqp: Any, producer: Any, message: Any, retry_policy: dict[str, Any]) -> bool | None:
+        """LPUSH the message: True if it was sent, None if the lane does not apply (nothing was tried), False
+        if the LPUSH failed (one attempt made)."""
         headers, properties, body, sent_event = message
-        if sent_event is not None or not self.applies(producer):
-            return False
+        # Before the channel is touched: an unconnected connection would connect with kombu's defaults, not
+        # with the publish's retry policy (kombu clears declared_entities whenever it reconnects).
+        if sent_event is not None or hash(self.queue) not in producer.connection.declared_entities:
+            return None
+        producer.connection.transport_options.update(self.retry_policy, **retry_policy)  # as Producer.publish does
+        if not self.applies(amqp, producer):
+            return None
         channel = producer.channel
         name = self.queue.name
         expires = getattr(channel, "_expires", None)  # queues declared with x-expires, where kombu keeps them
         if expires and name in expires:
-            return False
+            return None
         redis_transport = sys.modules["kombu.transport.redis"]
-        producer.connection.transport_options.update(self.retry_policy, **retry_policy)  # as Producer.publish does
         content_type, content_encoding, data = serialize(body, serializer=self.serializer)
         payload = channel.prepare_message(
             data,
@@ -288,7 +305,7 @@ class RedisLane:
         channel._inplace_augment_message(payload, "", name)
         key = channel._q_for_pri(name, channel._get_message_priority(payload, reverse=False))
         client = vars(channel).get(self.CLIENT)
-        if client is None:
+        if client is None or client.connection_pool is not channel._pool:  # kombu drops its pool after a fork
             client = vars(channel)[self.CLIENT] = channel._create_client()
         try:
             client.lpush(key, redis_transport.dumps(payload))
@@ -297,7 +314,11 @@ class RedisLane:
             return False
         return True
 
-    def applies(self, producer: Any) -> bool:
+    @staticmethod
+    def applies(amqp: Any, producer: Any) -> bool:
+        """kombu's own Redis channel and producer, with nothing wrapped around the publish (monitoring agents
+        hook ``Producer.publish`` or ``_publish``; tests replace ``send_task_message``), and nothing that
+        makes a publish do more: publish-signal receivers, a publish batch, a worker's callback retry."""
         redis_transport = sys.modules.get("kombu.transport.redis")
         if redis_transport is None or type(producer.channel) is not redis_transport.Channel:
             return False
@@ -310,4 +331,12 @@ class RedisLane:
         callback_retry = getattr(celery_amqp, "_callback_publish_retry", None)
         if callback_retry is not None and callback_retry.get():
             return False
-        return hash(self.queue) in producer.connection.declared_entities
+        producer_class, channel_class = type(producer), redis_transport.Channel
+        return (
+            _is_own(amqp.send_task_message, celery_amqp)
+            and not {"publish", "_publish"} & vars(producer).keys()
+            and _is_own(producer_class.publish, kombu_messaging)
+            and _is_own(producer_class._publish, kombu_messaging)
+            and _is_own(channel_class.basic_publish, kombu_virtual)
+            and _is_own(channel_class._put, redis_transport)
+        )

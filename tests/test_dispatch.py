@@ -48,13 +48,13 @@ def redis_broker(broker: Any) -> Any:
 
 
 @pytest.fixture
-def lane(monkeypatch: Any) -> list[bool]:
-    """What each publish through Direct did with the Redis lane: True (sent), False (not applicable or
-    failed: kombu's publish sent it)."""
-    uses: list[bool] = []
+def lane(monkeypatch: Any) -> list[bool | None]:
+    """What each publish through Direct did with the Redis lane: True (sent), None (not applicable) or
+    False (its LPUSH failed); kombu's publish sent the message in the last two cases."""
+    uses: list[bool | None] = []
     send = dispatch.RedisLane.send
 
-    def counted(self: Any, *args: Any) -> bool:
+    def counted(self: Any, *args: Any) -> bool | None:
         uses.append(send(self, *args))
         return uses[-1]
 
@@ -119,7 +119,7 @@ def test_the_direct_message_is_the_one_apply_async_sends(redis_broker, monkeypat
         signals.after_task_publish.disconnect(after)
 
     assert calls == ["direct"]
-    assert lane in ([], [False])  # Celery's signals have receivers: kombu's publish, which sends them
+    assert lane in ([], [None])  # Celery's signals have receivers: kombu's publish, which sends them
     monkeypatch.setattr(dispatch.Direct, "send", direct_send)
     assert dispatch.publish(task, attempt=2) is True  # no receivers: the lane, once the queue is declared
     assert dispatch.publish(task, attempt=2) is True
@@ -190,6 +190,11 @@ CONFIGURATIONS = {
         False,
     ),
     "queue created on the fly": ({"task_queues": (), "task_create_missing_queues": True}, True),
+    # Both set: kombu delivers through the exchange's bindings (here the queue's own), not to the queue's list.
+    "task-level exchange and routing key": (
+        {"task_annotations": {execute_long_time_task.name: {"exchange": QUEUE, "routing_key": QUEUE}}},
+        False,
+    ),
 }
 
 
@@ -242,7 +247,7 @@ def test_the_lane_publishes_again_through_kombu_when_its_lpush_fails(redis_broke
 
     with celery_app(settings.CELERY_BROKER_URL) as app:
         both_ways(app, times=2)
-        assert lane[1:] == [True]
+        assert lane[-1] is True
         with app.producer_pool.acquire(block=True) as producer:
             client = vars(producer.channel)[dispatch.RedisLane.CLIENT]  # the lane's own, kept on the channel
 
@@ -250,11 +255,62 @@ def test_the_lane_publishes_again_through_kombu_when_its_lpush_fails(redis_broke
             raise RedisConnectionError("connection reset")
 
         monkeypatch.setattr(client, "lpush", broken)
-        both_ways(app)  # the same channel: the pool gives it back
-    assert lane[2:] == [False]
+        task = app.tasks[execute_long_time_task.name]
+        options: dict[str, Any] = {"queue": QUEUE, "priority": 3, "retry": True, "retry_policy": {"max_retries": 1}}
+        assert dispatch.Direct.send(task, (44, 1), "celery-id-44", 90, 80, options) is True
+        assert lane[-1] is False  # the same channel (the pool gives it back), whose LPUSH failed
+        # kombu's publish made the rest of the attempts: one fewer than the policy's (what it writes into the
+        # connection's transport options, as every retrying publish does).
+        with app.producer_pool.acquire(block=True) as producer:
+            assert producer.connection.transport_options["max_retries"] == 0
+        both_ways(app, times=0)
     messages = received(redis_broker)
     assert len(messages) == 5  # nothing lost, nothing doubled
     assert len({json.dumps(without_delivery_tag(message), sort_keys=True) for message in messages}) == 1
+
+
+def test_the_lane_makes_a_new_client_when_kombu_drops_its_pool(redis_broker, lane):
+    from django.conf import settings
+
+    with celery_app(settings.CELERY_BROKER_URL) as app:
+        both_ways(app, times=2)
+        with app.producer_pool.acquire(block=True) as producer:
+            channel = producer.channel
+            old = vars(channel)[dispatch.RedisLane.CLIENT]
+            channel._disconnect_pools()  # what kombu does in a forked child
+        both_ways(app)
+        assert lane[-1] is True
+        assert vars(channel)[dispatch.RedisLane.CLIENT] is not old
+        assert vars(channel)[dispatch.RedisLane.CLIENT].connection_pool is channel._pool is not None
+    assert len(received(redis_broker)) == 5
+
+
+def test_the_lane_steps_aside_for_anything_wrapped_around_the_publish(redis_broker, lane, monkeypatch):
+    from django.conf import settings
+    from kombu import Producer
+
+    calls: list[str] = []
+    original = Producer.publish
+
+    @functools.wraps(original)
+    def traced(self: Any, *args: Any, **kwargs: Any) -> Any:  # as monitoring agents hook kombu's publish
+        calls.append("publish")
+        return original(self, *args, **kwargs)
+
+    with celery_app(settings.CELERY_BROKER_URL) as app:
+        both_ways(app, times=2)
+        assert lane[-1] is True
+        with monkeypatch.context() as patched:
+            patched.setattr(Producer, "publish", traced)
+            both_ways(app, times=2)
+        assert True not in lane[-2:] and calls == ["publish"] * 3  # both of Direct's publishes, apply_async's
+        send_task_message = app.amqp.send_task_message
+        with monkeypatch.context() as patched:
+            patched.setattr(app.amqp, "send_task_message", lambda *args, **kwargs: calls.append("replaced"))
+            both_ways(app, times=1)  # apply_async's publish goes through the replacement too
+        assert lane[-1] is not True and calls[-2:] == ["replaced"] * 2
+        assert app.amqp.send_task_message is send_task_message
+    assert len(received(redis_broker)) == 3 + 3
 
 
 def test_task_routes_a_task_level_expiry_or_a_wrapped_apply_async_go_through_apply_async(redis_broker, monkeypatch):
