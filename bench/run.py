@@ -1,7 +1,7 @@
 """The throughput benchmark: raw Celery (the ceiling), this project's tracked tasks, and Celery with
 django-celery-results, side by side on the same broker, database, concurrency and machine.
 
-    python -m bench.run [--n 2000] [--reps 3] [--concurrency 2] [--out bench/results.json]
+    python -m bench.run [--n 2000] [--reps 5] [--concurrency 2] [--out bench/results.json]
 
 For each repetition the systems run in a rotated (interleaved) order, each twice:
 - split: enqueue N tasks with no worker running (enqueue rate), then start a worker and drain them (drain rate);
@@ -267,7 +267,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)  # on a shared 2-core machine single runs move by up to 30 %
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--memory-n", type=int, default=10_000)
     parser.add_argument("--delivery", choices=sorted(DELIVERIES), default="seed", help="the same for every system")
