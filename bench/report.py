@@ -230,7 +230,7 @@ def api_section(report: dict[str, Any]) -> list[str]:
 
 def throughput_table(report: dict[str, Any]) -> list[str]:
     summary = report["summary"]
-    base = summary["raw"]["e2e_rate"]["median"]
+    base = summary["raw"].get("e2e_rate", {}).get("median")
     base_drain = summary["raw"].get("drain_rate", {}).get("median")
     lines = [
         "| system | end-to-end tasks/s | ratio to raw | enqueue tasks/s | drain tasks/s | drain ratio | CPU s per "
@@ -239,11 +239,11 @@ def throughput_table(report: dict[str, Any]) -> list[str]:
     ]
     for system, s in summary.items():
         if "e2e_rate" not in s:
-            continue  # not in this run (--systems)
-        ratio = s["e2e_rate"]["median"] / base
+            continue  # not in this run (--systems, --modes)
+        ratio = f"{s['e2e_rate']['median'] / base:.2f}" if base else "-"
         drain = f"{s['drain_rate']['median'] / base_drain:.2f}" if base_drain and "drain_rate" in s else "-"
         lines.append(
-            f"| {report['labels'][system]} | {cell(s, 'e2e_rate')} | {ratio:.2f} | {cell(s, 'enqueue_rate')} | "
+            f"| {report['labels'][system]} | {cell(s, 'e2e_rate')} | {ratio} | {cell(s, 'enqueue_rate')} | "
             f"{cell(s, 'drain_rate')} | {drain} | {cell(s, 'cpu_per_1000', 2)} | {cell(s, 'db_xacts_per_task', 2)} | "
             f"{s['latency_p50_ms']['median']:,.0f} / {s['latency_p99_ms']['median']:,.0f} |\n"
         )
@@ -268,7 +268,7 @@ def cpu_split_table(report: dict[str, Any]) -> list[str]:
     base = summary["raw"]["machine_cpu_per_1000"]["median"]
     lines = [
         "\nWhere the CPU goes, end to end (medians, ms per task):\n\n",
-        "| system | " + " | ".join(CPU_PARTS.values()) + " | all of these | whole machine | raw Celery's whole "
+        "| system | " + " | ".join(CPU_PARTS.values()) + " | sum of these | whole machine | raw Celery's whole "
         "machine over this |\n",
         "|---|" + "---|" * (len(CPU_PARTS) + 3) + "\n",
     ]
@@ -280,8 +280,9 @@ def cpu_split_table(report: dict[str, Any]) -> list[str]:
             f"{base / machine:.2f} |\n"
         )
     lines.append(
-        "\nThe whole machine's busy time (`/proc/stat`: user, system, interrupts) holds, besides these processes,\n"
-        "the kernel's work on the loopback traffic; the enqueuing process's start-up is taken out of it. Where\n"
+        "\nThe whole machine's busy time (`/proc/stat`: user, nice, system, interrupts) holds, besides these\n"
+        "processes, mostly the kernel's work on the loopback traffic, and anything else that ran (the bench's own\n"
+        "polling, other load on a shared machine); the enqueuing process's start-up is taken out of it. Where\n"
         "the cores are what limits both systems, the end-to-end ratio comes out near the last column.\n"
     )
     return lines

@@ -118,7 +118,8 @@ def server_cpu() -> dict[str, float]:
 def machine_cpu() -> float:
     """CPU seconds the whole machine has been busy (the kernel's work on the loopback included)."""
     times = psutil.cpu_times()
-    return times.user + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+    busy = ("user", "nice", "system", "irq", "softirq")  # Linux's fields; other systems lack some
+    return sum(getattr(times, field, 0.0) for field in busy)
 
 
 def own_cpu(proc: psutil.Process) -> float:
