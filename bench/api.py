@@ -44,7 +44,7 @@ from typing import Any
 import psutil
 import redis
 
-from bench.run import tree_cpu
+from bench.run import busy_cpu, tree_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "var" / "bench"
@@ -111,12 +111,6 @@ def services_cpu() -> float:
             continue  # a client backend of another database
         total += times.user + times.system
     return total
-
-
-def busy_cpu() -> float:
-    """CPU seconds the whole machine has spent busy so far."""
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def wait_until_quiet(threshold: float = 0.25, patience: float = 120) -> float:

@@ -280,7 +280,7 @@ def cpu_split_table(report: dict[str, Any]) -> list[str]:
             f"{base / machine:.2f} |\n"
         )
     lines.append(
-        "\nThe whole machine's busy time (`/proc/stat`: user, nice, system, interrupts) holds, besides these\n"
+        "\nThe whole machine's busy time (`/proc/stat`: all but idle and I/O wait) holds, besides these\n"
         "processes, mostly the kernel's work on the loopback traffic, and anything else that ran (the bench's own\n"
         "polling, other load on a shared machine); the enqueuing process's start-up is taken out of it. Where\n"
         "the cores are what limits both systems, the end-to-end ratio comes out near the last column.\n"

@@ -115,11 +115,10 @@ def server_cpu() -> dict[str, float]:
     return total
 
 
-def machine_cpu() -> float:
-    """CPU seconds the whole machine has been busy (the kernel's work on the loopback included)."""
-    times = psutil.cpu_times()
-    busy = ("user", "nice", "system", "irq", "softirq")  # Linux's fields; other systems lack some
-    return sum(getattr(times, field, 0.0) for field in busy)
+def busy_cpu() -> float:
+    """CPU seconds the whole machine has spent busy so far (the kernel's work on the loopback included)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def own_cpu(proc: psutil.Process) -> float:
@@ -131,8 +130,7 @@ def tree_cpu(proc: psutil.Process) -> float:
     total = 0.0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            t = p.cpu_times()
-            total += t.user + t.system
+            total += own_cpu(p)
         except psutil.NoSuchProcess:
             pass
     return total
@@ -207,11 +205,11 @@ def run_once(system: str, n: int, concurrency: int, mode: str, logs: Path) -> di
         worker.stop()
     else:
         worker = Worker(system, concurrency, logs / f"{system}-{mode}.log")
-        servers0, machine0 = server_cpu(), machine_cpu()
+        servers0, machine0 = server_cpu(), busy_cpu()
         enq = enqueue(system, n, concurrency)
         wait_until(lambda: done() >= n, 600, f"{system} to finish")
         # Before the worker stops: its shutdown is not the tasks' cost.
-        servers, machine = server_cpu(), machine_cpu()
+        servers, machine = server_cpu(), busy_cpu()
         main, pool = worker.stop()
         # From the first enqueue (not the enqueuing process's start-up) to the last finish.
         result["e2e_rate"] = n / (finish_times()[-1] - enq["started_at"])
