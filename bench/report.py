@@ -307,6 +307,43 @@ def celery_defaults_section(report: dict[str, Any]) -> list[str]:
     ]
 
 
+APP_SIDE = ("enqueuer", "worker_main", "worker_pool")
+
+
+def servers_apart_section(report: dict[str, Any]) -> list[str]:
+    plot(report, DOCS / "img" / "throughput-servers-apart.png")
+    summary = report["summary"]
+    app = {
+        system: sum(s["cpu_split_per_1000"][part] for part in APP_SIDE)
+        for system, s in summary.items()
+        if s.get("cpu_split_per_1000")
+    }
+    lines = [
+        "\n## With the servers on a core of their own\n\n",
+        "In production PostgreSQL and Redis run on hosts of their own, and the application's hosts pay for the\n",
+        "enqueuing process and the worker only. `python -m bench.run --layout servers-apart` comes as near to that\n",
+        f"as one machine can: {report['layout']} (CPU affinity; the servers' processes get every core back at the\n",
+        "end). Each system then has the same core for its own processes, and the rates show what tracking costs\n",
+        "the application's side; the servers' core has time to spare (its busy share is in the CPU table: the\n",
+        "PostgreSQL and Redis columns times the rate). The seed's delivery, "
+        f"{report['args']['reps']} repetitions, the same workload.\n\n",
+        "![throughput, servers on a core of their own](img/throughput-servers-apart.png)\n\n",
+        *throughput_table(report),
+        *cpu_split_table(report),
+    ]
+    if "raw" in app:
+        lines.append(
+            "\nThe enqueuing process and the worker (main process and pool), the part on the application's core, "
+            "in ms per task: "
+            + "; ".join(
+                f"{report['labels'][system]} {value:.2f} (raw Celery's over this: {app['raw'] / value:.2f})"
+                for system, value in app.items()
+            )
+            + ".\n"
+        )
+    return lines
+
+
 def instructions_section(report: dict[str, Any]) -> list[str]:
     counts = report["instructions"]
     base = counts["raw_publish"]
@@ -365,6 +402,9 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
     defaults = ROOT / "bench" / "results-celery-defaults.json"
     if defaults.exists():
         lines += celery_defaults_section(json.loads(defaults.read_text()))
+    apart = ROOT / "bench" / "results-servers-apart.json"
+    if apart.exists():
+        lines += servers_apart_section(json.loads(apart.read_text()))
     api = ROOT / "bench" / "api.json"
     if api.exists():
         lines += api_section(json.loads(api.read_text()))

@@ -1,17 +1,23 @@
 """The throughput benchmark: raw Celery (the ceiling), this project's tracked tasks, and Celery with
 django-celery-results, side by side on the same broker, database, concurrency and machine.
 
-    python -m bench.run [--n 2000] [--reps 5] [--concurrency 2] [--out bench/results.json]
+    python -m bench.run [--n 2000] [--reps 5] [--concurrency 2] [--layout shared] [--out bench/results.json]
 
 For each repetition the systems run in a rotated (interleaved) order, each twice:
 - split: enqueue N tasks with no worker running (enqueue rate), then start a worker and drain them (drain rate);
 - end to end: start a worker, then enqueue N tasks while it runs (end-to-end rate, latencies).
 Every handler does the same work: one Redis round trip that counts it and records its latency.
+
+``--layout servers-apart`` runs the PostgreSQL and Redis servers on one core and everything else (the
+enqueuing process, the worker, this script) on the others, as when the servers have hosts of their own: it
+sets the CPU affinity of the servers' running processes (new PostgreSQL backends inherit the postmaster's)
+and gives them back every core at the end. It needs the right to do that (root, or the servers' user).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -19,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,13 @@ DELIVERY = {"name": "seed"}
 DELIVERIES = {
     "seed": "acks_late, prefetch 1 (the seed's settings for long tasks)",
     "celery-defaults": "Celery's defaults: acknowledged when a process starts the task, prefetch 4",
+}
+
+
+LAYOUTS = {
+    "shared": "every process on every core",
+    "servers-apart": "the PostgreSQL and Redis servers on a core of their own, the enqueuing process and the worker "
+    "on the other (as when the servers have hosts of their own)",
 }
 
 
@@ -100,6 +114,54 @@ def settled_transactions() -> int:
             return now
         last = now
     return last
+
+
+def server_processes() -> list[psutil.Process]:
+    return [
+        proc
+        for proc in psutil.process_iter(["name"])
+        if (proc.info["name"] or "").startswith(("postgres", "redis-server"))
+    ]
+
+
+def pin(proc: psutil.Process, cpus: set[int]) -> None:
+    """Every thread of ``proc`` (Redis has background threads) on ``cpus``."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for thread in proc.threads():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(thread.id, cpus)
+
+
+@contextlib.contextmanager
+def layout(name: str) -> Iterator[str]:
+    """Places the processes for ``name`` (see LAYOUTS); yields what went where."""
+    if name == "shared":
+        yield "every process on every core"
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--layout servers-apart needs at least 2 cores")
+    servers, others = {cpus[-1]}, set(cpus[:-1])
+    own = os.sched_getaffinity(0)
+    before: dict[int, set[int]] = {}
+    try:
+        try:
+            for proc in server_processes():
+                before[proc.pid] = os.sched_getaffinity(proc.pid)
+                pin(proc, servers)
+        except (PermissionError, psutil.AccessDenied) as exc:
+            raise SystemExit(
+                f"--layout servers-apart sets the CPU affinity of the PostgreSQL and Redis servers: {exc} "
+                "(run it as root or as the servers' user)"
+            ) from exc
+        os.sched_setaffinity(0, others)  # the enqueuer and the worker are started from here: they inherit it
+        yield f"PostgreSQL and Redis on core {cpus[-1]}, the rest on {', '.join(map(str, sorted(others)))}"
+    finally:
+        os.sched_setaffinity(0, own)
+        every = set().union(*before.values()) if before else own
+        for proc in server_processes():  # those started meanwhile (PostgreSQL backends) get every core back
+            with contextlib.suppress(PermissionError, psutil.AccessDenied):
+                pin(proc, before.get(proc.pid, every))
 
 
 def server_cpu() -> dict[str, float]:
@@ -270,30 +332,33 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--memory-n", type=int, default=10_000)
     parser.add_argument("--delivery", choices=sorted(DELIVERIES), default="seed", help="the same for every system")
-    parser.add_argument("--out", help="default: bench/results.json, bench/results-celery-defaults.json")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="shared", help="where the processes run")
+    parser.add_argument(
+        "--out", help="default: bench/results.json, or results-DELIVERY.json / results-LAYOUT.json for the others"
+    )
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS, help="a subset, to iterate")
     parser.add_argument("--modes", nargs="+", choices=["split", "e2e"], default=["split", "e2e"])
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     args = parser.parse_args()
     DELIVERY["name"] = args.delivery
     if args.out is None:
-        args.out = str(
-            ROOT / "bench" / ("results.json" if args.delivery == "seed" else f"results-{args.delivery}.json")
-        )
+        variant = [v for v in (args.delivery, args.layout) if v not in ("seed", "shared")]
+        args.out = str(ROOT / "bench" / ("-".join(["results", *variant]) + ".json"))
     logs = ROOT / "var" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
     setup()
     runs = []
-    for rep in range(args.reps):
-        systems = args.systems
-        order = systems[rep % len(systems) :] + systems[: rep % len(systems)]  # interleaved: each leads once
-        for system in order:
-            for mode in args.modes:
-                result = run_once(system, args.n, args.concurrency, mode, logs)
-                result["rep"] = rep
-                runs.append(result)
-                sys.stderr.write(json.dumps(result) + "\n")
-    mem = [] if args.no_memory else [memory(s, args.memory_n, args.concurrency, logs) for s in ("raw", "tracked")]
+    with layout(args.layout) as placement:
+        for rep in range(args.reps):
+            systems = args.systems
+            order = systems[rep % len(systems) :] + systems[: rep % len(systems)]  # interleaved: each leads once
+            for system in order:
+                for mode in args.modes:
+                    result = run_once(system, args.n, args.concurrency, mode, logs)
+                    result["rep"] = rep
+                    runs.append(result)
+                    sys.stderr.write(json.dumps(result) + "\n")
+        mem = [] if args.no_memory else [memory(s, args.memory_n, args.concurrency, logs) for s in ("raw", "tracked")]
     report = {
         "command": "make bench",
         "args": vars(args),
@@ -305,6 +370,7 @@ def main() -> None:
         },
         "labels": LABELS,
         "delivery": DELIVERIES[args.delivery],
+        "layout": placement,
         "runs": runs,
         "summary": summarise(runs),
         "memory": mem,
