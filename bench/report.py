@@ -24,7 +24,7 @@ def cell(summary: dict[str, Any], metric: str, digits: int = 0) -> str:
     return f"{fmt.format(m['median'])} ({fmt.format(m['min'])}–{fmt.format(m['max'])})"
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
+def plot(report: dict[str, Any], path: Path, variant: str = "") -> None:
     systems = list(report["summary"])
     labels = [report["labels"][s].split(" (")[0] for s in systems]
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -37,7 +37,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.bar(xs, values, width, yerr=[lows, highs], capsize=3, label=metric.replace("_", " "))
     ax.set_xticks(range(len(systems)), labels, fontsize=8)
     ax.set_ylabel("tasks/s (median, min–max)")
-    ax.set_title(f"Throughput, {report['args']['n']} no-op tasks, concurrency {report['args']['concurrency']}")
+    title = f"Throughput, {report['args']['n']} no-op tasks, concurrency {report['args']['concurrency']}"
+    ax.set_title(f"{title}{variant}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -259,7 +260,13 @@ CPU_PARTS = {
 }
 
 
-def cpu_split_table(report: dict[str, Any]) -> list[str]:
+SHARED_NOTE = (
+    "the enqueuing process's start-up is taken out of it. Where\n"
+    "the cores are what limits both systems, the end-to-end ratio comes out near the last column.\n"
+)
+
+
+def cpu_split_table(report: dict[str, Any], note: str = SHARED_NOTE) -> list[str]:
     """Where each system's CPU goes in the end-to-end runs, in ms per task (= CPU s per 1,000 tasks)."""
     summary = report["summary"]
     systems = [system for system, s in summary.items() if s.get("cpu_split_per_1000")]
@@ -282,14 +289,13 @@ def cpu_split_table(report: dict[str, Any]) -> list[str]:
     lines.append(
         "\nThe whole machine's busy time (`/proc/stat`: all but idle and I/O wait) holds, besides these\n"
         "processes, mostly the kernel's work on the loopback traffic, and anything else that ran (the bench's own\n"
-        "polling, other load on a shared machine); the enqueuing process's start-up is taken out of it. Where\n"
-        "the cores are what limits both systems, the end-to-end ratio comes out near the last column.\n"
+        "polling, other load on a shared machine); " + note
     )
     return lines
 
 
 def celery_defaults_section(report: dict[str, Any]) -> list[str]:
-    plot(report, DOCS / "img" / "throughput-celery-defaults.png")
+    plot(report, DOCS / "img" / "throughput-celery-defaults.png", ", Celery's default delivery")
     return [
         "\n## With Celery's default delivery\n\n",
         "The same runs, every system with Celery's defaults instead of the seed's: a message is acknowledged\n",
@@ -311,7 +317,7 @@ APP_SIDE = ("enqueuer", "worker_main", "worker_pool")
 
 
 def servers_apart_section(report: dict[str, Any]) -> list[str]:
-    plot(report, DOCS / "img" / "throughput-servers-apart.png")
+    plot(report, DOCS / "img" / "throughput-servers-apart.png", ", servers on a core of their own")
     summary = report["summary"]
     app = {
         system: sum(s["cpu_split_per_1000"][part] for part in APP_SIDE)
@@ -329,8 +335,25 @@ def servers_apart_section(report: dict[str, Any]) -> list[str]:
         f"{report['args']['reps']} repetitions, the same workload.\n\n",
         "![throughput, servers on a core of their own](img/throughput-servers-apart.png)\n\n",
         *throughput_table(report),
-        *cpu_split_table(report),
+        *cpu_split_table(
+            report,
+            "the enqueuing process's start-up is taken out of it. Here the\n"
+            "whole machine is not what limits the rates: the application's core is (below).\n",
+        ),
     ]
+    busy = {
+        system: (s["cpu_split_per_1000"]["postgresql"] + s["cpu_split_per_1000"]["redis"])
+        * s["e2e_rate"]["median"]
+        / 1000
+        for system, s in summary.items()
+        if s.get("cpu_split_per_1000") and "e2e_rate" in s
+    }
+    if busy:
+        lines.append(
+            "\nThe servers' core was busy "
+            + ", ".join(f"{value:.0%} of the time for {report['labels'][system]}" for system, value in busy.items())
+            + " (PostgreSQL's and Redis's CPU per task times the rate).\n"
+        )
     if "raw" in app:
         lines.append(
             "\nThe enqueuing process and the worker (main process and pool), the part on the application's core, "
@@ -362,10 +385,41 @@ def instructions_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def ratio(report: dict[str, Any], system: str, metric: str = "e2e_rate") -> float | None:
+    summary = report["summary"]
+    if metric not in summary.get(system, {}) or metric not in summary.get("raw", {}):
+        return None
+    return float(summary[system][metric]["median"] / summary["raw"][metric]["median"])
+
+
+def headline(shared: dict[str, Any], apart: dict[str, Any] | None) -> list[str]:
+    """The goal (0.7x raw Celery end to end) against both layouts, in one paragraph."""
+    parts = []
+    if apart is not None and ratio(apart, "tracked") is not None:
+        parts.append(
+            f"with PostgreSQL and Redis on a core of their own (as on hosts of their own), this project runs at "
+            f"**{ratio(apart, 'tracked'):.2f}× raw Celery** end to end"
+            + (f" (django-celery-results {ratio(apart, 'dcr'):.2f}×)" if ratio(apart, "dcr") is not None else "")
+        )
+    if ratio(shared, "tracked") is not None:
+        parts.append(
+            f"with every process sharing both cores, at **{ratio(shared, 'tracked'):.2f}×**"
+            + (f" (django-celery-results {ratio(shared, 'dcr'):.2f}×)" if ratio(shared, "dcr") is not None else "")
+            + ', where PostgreSQL\'s own CPU per task nearly bounds the ratio ("Where the CPU goes")'
+        )
+    if not parts:
+        return []
+    return [
+        f"**In short** (medians of {shared['args']['reps']} repetitions; the goal is 0.7×): "
+        + "; ".join(parts)
+        + ".\n\n"
+    ]
+
+
 def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
     report = json.loads(Path(results).read_text())
     (DOCS / "img").mkdir(parents=True, exist_ok=True)
-    plot(report, DOCS / "img" / "throughput.png")
+    plot(report, DOCS / "img" / "throughput.png", ", every process on every core")
     a, m = report["args"], report["machine"]
     lines = [
         "# Performance\n\n",
@@ -378,8 +432,11 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
         f"concurrency {a['concurrency']} (prefork), {report.get('delivery', 'acks_late, prefetch 1')}; {a['reps']} ",
         "repetitions, the systems in ",
         "rotated order; figures are the median and (min–max).\n\n",
-        "![throughput](img/throughput.png)\n\n",
     ]
+    apart_file = ROOT / "bench" / "results-servers-apart.json"
+    apart = json.loads(apart_file.read_text()) if apart_file.exists() else None
+    lines += headline(report, apart)
+    lines += ["![throughput](img/throughput.png)\n\n"]
     lines += throughput_table(report)
     lines += cpu_split_table(report)
     lines += [
@@ -402,9 +459,8 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
     defaults = ROOT / "bench" / "results-celery-defaults.json"
     if defaults.exists():
         lines += celery_defaults_section(json.loads(defaults.read_text()))
-    apart = ROOT / "bench" / "results-servers-apart.json"
-    if apart.exists():
-        lines += servers_apart_section(json.loads(apart.read_text()))
+    if apart is not None:
+        lines += servers_apart_section(apart)
     api = ROOT / "bench" / "api.json"
     if api.exists():
         lines += api_section(json.loads(api.read_text()))
