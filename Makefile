@@ -70,6 +70,7 @@ bench: bench-deps
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.run --delivery celery-defaults --no-memory
 	$(BIN)/python -m bench.run --layout servers-apart --no-memory
+	$(BIN)/python -m bench.run --layout servers-apart --delivery celery-defaults --no-memory
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.scale --sizes 100000 1000000 10000000
 	$(MAKE) bench-instructions
@@ -78,6 +79,7 @@ bench-throughput: bench-deps
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.run --delivery celery-defaults --no-memory
 	$(BIN)/python -m bench.run --layout servers-apart --no-memory
+	$(BIN)/python -m bench.run --layout servers-apart --delivery celery-defaults --no-memory
 	$(BIN)/python -m bench.report
 
 bench-api: bench-deps

@@ -367,6 +367,17 @@ def servers_apart_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def both_section(report: dict[str, Any]) -> list[str]:
+    """Celery's default delivery with the servers on a core of their own: the table only."""
+    return [
+        "\nWith Celery's default delivery as well (`python -m bench.run --layout servers-apart --delivery "
+        f"celery-defaults`, {report['args']['reps']} repetitions):\n\n",
+        *throughput_table(report),
+        "\nThis combination moves the most from run to run (its repetitions' own ratios, and a second run's, are\n"
+        "in the history below); read its ratio as a range, not a figure.\n",
+    ]
+
+
 def instructions_section(report: dict[str, Any]) -> list[str]:
     counts = report["instructions"]
     base = counts["raw_publish"]
@@ -461,6 +472,9 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
         lines += celery_defaults_section(json.loads(defaults.read_text()))
     if apart is not None:
         lines += servers_apart_section(apart)
+    both = ROOT / "bench" / "results-celery-defaults-servers-apart.json"
+    if both.exists():
+        lines += both_section(json.loads(both.read_text()))
     api = ROOT / "bench" / "api.json"
     if api.exists():
         lines += api_section(json.loads(api.read_text()))

@@ -334,7 +334,7 @@ def main() -> None:
     parser.add_argument("--delivery", choices=sorted(DELIVERIES), default="seed", help="the same for every system")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="shared", help="where the processes run")
     parser.add_argument(
-        "--out", help="default: bench/results.json, or results-DELIVERY.json / results-LAYOUT.json for the others"
+        "--out", help="default: bench/results.json, or results-DELIVERY-LAYOUT.json without the defaults (seed, shared)"
     )
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS, help="a subset, to iterate")
     parser.add_argument("--modes", nargs="+", choices=["split", "e2e"], default=["split", "e2e"])
