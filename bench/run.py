@@ -116,12 +116,14 @@ def settled_transactions() -> int:
     return last
 
 
+def server_of(name: str | None) -> str | None:
+    """Which of the servers a process of this name belongs to, if any."""
+    name = name or ""
+    return "postgresql" if name.startswith("postgres") else "redis" if name.startswith("redis-server") else None
+
+
 def server_processes() -> list[psutil.Process]:
-    return [
-        proc
-        for proc in psutil.process_iter(["name"])
-        if (proc.info["name"] or "").startswith(("postgres", "redis-server"))
-    ]
+    return [proc for proc in psutil.process_iter(["name"]) if server_of(proc.info["name"])]
 
 
 def pin(proc: psutil.Process, cpus: set[int]) -> None:
@@ -136,13 +138,13 @@ def pin(proc: psutil.Process, cpus: set[int]) -> None:
 def layout(name: str) -> Iterator[str]:
     """Places the processes for ``name`` (see LAYOUTS); yields what went where."""
     if name == "shared":
-        yield "every process on every core"
+        yield LAYOUTS["shared"]
         return
-    cpus = sorted(os.sched_getaffinity(0))
+    own = os.sched_getaffinity(0)
+    cpus = sorted(own)
     if len(cpus) < 2:
         raise SystemExit("--layout servers-apart needs at least 2 cores")
     servers, others = {cpus[-1]}, set(cpus[:-1])
-    own = os.sched_getaffinity(0)
     before: dict[int, set[int]] = {}
     try:
         try:
@@ -169,9 +171,8 @@ def server_cpu() -> dict[str, float]:
     exited since (the enqueuer's, the worker's): their time is in the postmaster's children times."""
     total = {"postgresql": 0.0, "redis": 0.0}
     for proc in psutil.process_iter(["name", "cpu_times"]):
-        name = proc.info["name"] or ""
         times = proc.info["cpu_times"]
-        server = "postgresql" if name.startswith("postgres") else "redis" if name.startswith("redis-server") else None
+        server = server_of(proc.info["name"])
         if server and times:
             total[server] += times.user + times.system + times.children_user + times.children_system
     return total
