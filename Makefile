@@ -4,11 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run migrate test test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-instructions lint format messages clean
+.PHONY: help venv run migrate test test-deps test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-instructions lint format messages clean
 
 help:
 	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all)"
-	@echo "make test    - the whole test suite (real PostgreSQL and Redis when they answer)"
+	@echo "make test    - install what the tests need (chromium), then the whole test suite (real PostgreSQL"
+	@echo "               and Redis when they answer)"
 	@echo "make test-faults - only the fault-injection suite (tests/faults)"
 	@echo "make test-browser - only the dashboard's browser tests (tests/browser, Debian's chromium)"
 	@echo "make screenshots - run the browser tests and save the dashboard screenshots into docs/img"
@@ -43,13 +44,20 @@ run: migrate
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 
-test: venv
+test: venv test-deps
 	$(BIN)/python -m pytest
 
-test-browser: venv
+# What the tests need besides the virtualenv: Debian's chromium for the dashboard's browser tests (Playwright's
+# own browser download is not used), installed here when missing, as root or with sudo.
+test-deps:
+	@command -v "$${LTT_CHROMIUM:-chromium}" >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		|| { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; }
+
+test-browser: venv test-deps
 	$(BIN)/python -m pytest tests/browser
 
-screenshots: venv
+screenshots: venv test-deps
 	LTT_DASHBOARD_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/browser
 
 test-faults: venv
