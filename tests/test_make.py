@@ -1,4 +1,5 @@
-"""The quick start's commands on a fresh machine: what ``make test`` installs for its own tests."""
+"""The quick start's commands on a fresh machine: what ``make test`` installs for its own tests, and what the
+test run says it used."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from tests.conftest import services_summary
 from tests.workers import ROOT
 
 STUB_APT_GET = """#!/bin/sh
@@ -64,3 +66,13 @@ def test_make_test_runs_its_installs_before_the_suite(tmp_path):
     install = next(i for i, line in enumerate(lines) if "apt-get install -y -qq chromium" in line)
     suite = next(i for i, line in enumerate(lines) if "-m pytest" in line)
     assert install < suite
+
+
+def test_the_skip_summary_names_the_database_and_broker_the_run_used():
+    rabbitmq = {"RabbitMQ (127.0.0.1:5672//)"}
+    served = services_summary(rabbitmq, "postgresql", "redis://127.0.0.1:6379/15")
+    assert "Skipped the tests that need: RabbitMQ (127.0.0.1:5672//)." in served
+    assert "The rest ran on PostgreSQL with a redis:// broker;" in served
+    assert "embedded" not in served and "SQLite" not in served
+    embedded = services_summary({"PostgreSQL (…)", "Redis (…)"}, "sqlite", "sqla+sqlite:///var/broker.sqlite3")
+    assert "The rest ran on the embedded default (SQLite with a sqla+sqlite:// broker);" in embedded
