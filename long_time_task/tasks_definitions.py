@@ -14,13 +14,14 @@ import statistics
 import tempfile
 from collections import Counter, defaultdict
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from django.db.models import Count
 from django.utils import timezone
 
 from .conf import conf
+from .exceptions import TaskError
 from .registry import InvalidParams, LongTimeTaskRegister
 
 
@@ -108,38 +109,45 @@ def analyze_data(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- file_processing
 
 
+MAX_NAME_BYTES = 1024  # the schema's maxLength, in bytes of the file system's encoding
+NOT_A_FILE = (
+    "Invalid params at params.file_path: no readable file of that name in the files directory "
+    "(give a .csv or .json file's name relative to it)"
+)
+SUFFIXES = {".csv", ".json"}
+
+
 def resolve_input(file_path: str) -> Path:
-    """``file_path`` resolved inside FILES_DIR; anything that escapes it (``..``, absolute, symlink) is refused."""
-    base = conf.FILES_DIR.resolve()
-    try:
-        candidate = (base / file_path).resolve()
-    except (OSError, ValueError):  # a name too long for the file system, a NUL character...
+    """The readable regular file ``file_path`` names inside FILES_DIR, or InvalidParams.
+
+    Names are relative to FILES_DIR. An absolute path, a ``..`` or a symlink leading out, a NUL character, an
+    over-long or undecodable name, a missing file, a directory, an unreadable file: all get the same answer,
+    which names no server path, so that nobody learns where the directory is or what lies outside it.
+    Only the suffix rule (.csv, .json) has its own message: it depends on the name alone.
+    """
+    if PurePosixPath(file_path).suffix.lower() not in SUFFIXES:
         raise InvalidParams(
-            f"Invalid params at params.file_path: {file_path[:80]!r} is not a usable path", field="params.file_path"
-        ) from None
-    if not candidate.is_relative_to(base):
-        raise InvalidParams(
-            f"Invalid params at params.file_path: {file_path!r} is outside the files directory",
-            field="params.file_path",
+            "Invalid params at params.file_path: only .csv and .json files can be converted", field="params.file_path"
         )
+    try:
+        if "\x00" in file_path or len(os.fsencode(file_path)) > MAX_NAME_BYTES or os.path.isabs(file_path):
+            raise ValueError
+        base = conf.FILES_DIR.resolve()
+        candidate = (base / file_path).resolve()
+        if (
+            not candidate.is_relative_to(base)
+            or candidate.suffix.lower() not in SUFFIXES  # a symlink to a file of another kind
+            or not candidate.is_file()
+            or not os.access(candidate, os.R_OK)
+        ):
+            raise ValueError
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        raise InvalidParams(NOT_A_FILE, field="params.file_path") from None
     return candidate
 
 
 def check_file_params(params: dict[str, Any]) -> None:
-    path = resolve_input(params["file_path"])
-    try:
-        exists = path.is_file()
-    except OSError:
-        exists = False
-    if not exists:
-        raise InvalidParams(
-            f"Invalid params at params.file_path: {params['file_path']!r} does not exist in the files directory",
-            field="params.file_path",
-        )
-    if path.suffix.lower() not in {".csv", ".json"}:
-        raise InvalidParams(
-            "Invalid params at params.file_path: only .csv and .json files can be converted", field="params.file_path"
-        )
+    resolve_input(params["file_path"])
 
 
 def read_records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -185,7 +193,10 @@ def report_path_of(result: dict[str, Any]) -> list[str]:
     result_files=output_file_of,
 )
 def process_file(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
-    source = resolve_input(params["file_path"])
+    try:
+        source = resolve_input(params["file_path"])  # again: the file may have changed since the submit
+    except InvalidParams as exc:
+        raise TaskError(str(exc), code="invalid_params") from None
     output_format = params.get("output_format", "json")
     columns, records = read_records(source)
     if output_format == "json":
