@@ -15,14 +15,20 @@ import tempfile
 from collections import Counter, defaultdict
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count
 from django.utils import timezone
 
 from .conf import conf
+from .context import current_context
 from .exceptions import TaskError
 from .registry import InvalidParams, LongTimeTaskRegister
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from .models import LongTimeTask
 
 
 def write_atomically(path: Path, content: str) -> int:
@@ -222,12 +228,32 @@ def process_file(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report_generation
 
 
-def task_report(days: int, detailed: bool) -> dict[str, Any]:
-    """Figures about the task table itself over the last ``days`` days."""
-    from .models import LongTimeTask, TaskState
+def reportable_tasks() -> tuple[QuerySet[LongTimeTask], str]:
+    """The tasks the running task's owner may see, and the scope's name ("all" or "own"): staff and holders
+    of ``view_all_tasks`` see all tasks, anyone else their own. A task without an owner was submitted by
+    trusted server code (a command, a periodic job), as is a direct call outside a task: all tasks."""
+    from .models import LongTimeTask
+    from .querysets import sees_all
 
+    tasks = LongTimeTask.objects.all()
+    context = current_context()
+    if context is None or context.owner_id is None:
+        return tasks, "all"
+    owner = context.owner
+    if owner is None:  # the owner was deleted since the submit: the report is no one's
+        return tasks.none(), "own"
+    if sees_all(owner):
+        return tasks, "all"
+    return tasks.filter(owner_id=context.owner_id), "own"
+
+
+def task_report(days: int, detailed: bool) -> dict[str, Any]:
+    """Figures about the tasks the running task's owner may see, created in the last ``days`` days."""
+    from .models import TaskState
+
+    tasks, scope = reportable_tasks()
     since = timezone.now() - timedelta(days=days)
-    tasks = LongTimeTask.objects.filter(create_at__gte=since)
+    tasks = tasks.filter(create_at__gte=since)
     by_type: dict[str, dict[str, int]] = defaultdict(dict)
     for row in tasks.values("task_type", "state").annotate(n=Count("id")).order_by():
         by_type[row["task_type"]][row["state"]] = row["n"]
@@ -252,10 +278,12 @@ def task_report(days: int, detailed: bool) -> dict[str, Any]:
                 "median_seconds": round(statistics.median(times), 3) if times else None,
             }
         )
-    report: dict[str, Any] = {"days": days, "since": since.isoformat(), "types": types}
+    report: dict[str, Any] = {"days": days, "since": since.isoformat(), "scope": scope, "types": types}
     if detailed:
         report["recent_failures"] = list(
-            tasks.filter(state=TaskState.FAILED).values("id", "task_type", "error_code", "finish_at")[:50]
+            tasks.filter(state=TaskState.FAILED)
+            .order_by("-create_at", "-id")
+            .values("id", "task_type", "error_code", "finish_at")[:50]
         )
     return report
 
@@ -287,6 +315,7 @@ def render_report(report: dict[str, Any], fmt: str) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Task report</title></head><body>"
         f"<h1>Task report: last {report['days']} days</h1>"
+        f"<p>{'All tasks' if report.get('scope') == 'all' else 'Your tasks'}</p>"
         "<table border='1'><tr><th>type</th><th>total</th><th>failure rate</th><th>median s</th><th>states</th></tr>"
         f"{rows}</table>" + (f"<h2>Recent failures</h2><ul>{failures}</ul>" if failures else "") + "</body></html>"
     )
@@ -320,6 +349,7 @@ def generate_report(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
         "report_path": relative,  # inside the results directory
         "report_type": report_type,
         "format": fmt,
+        "scope": report["scope"],  # "all" tasks, or the owner's "own"
         "task_types": len(report["types"]),
         "bytes": size,
     }
