@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import statistics
+from typing import Any
 
 import pytest
 
 from long_time_task.conf import conf
+from long_time_task.context import TaskCancelled, TaskContext, activate, deactivate
 from long_time_task.exceptions import TaskError
 from long_time_task.models import LongTimeTask, TaskState
 from long_time_task.registry import InvalidParams, LongTimeTaskRegister
@@ -27,7 +29,7 @@ def test_data_analysis_computes_real_statistics():
     assert stats["count"] == 500
     assert stats["mean"] == round(statistics.fmean(values), 6)
     assert stats["median"] == round(statistics.median(values), 6)
-    assert stats["stdev"] == round(statistics.stdev(values), 6)
+    assert stats["stdev"] == pytest.approx(statistics.stdev(values), abs=1e-6)
     assert "histogram" not in stats
 
 
@@ -146,3 +148,22 @@ def test_report_generation_writes_a_real_report_of_the_task_table(fmt):
         assert report["types"][0]["states"] == {"FAILED": 1, "FINISHED": 1}
         assert report["types"][0]["failure_rate"] == 0.5
         assert report["recent_failures"][0]["error_code"] == "handler_error"
+
+
+class CancelledWhileWriting(TaskContext):
+    """A context whose task is cancelled once the handler reports progress past 50% (the writing half)."""
+
+    def progress(self, percent: float | None = None, message: str = "", **kwargs: Any) -> None:
+        if percent is not None and percent > 50:
+            raise TaskCancelled("cancelled while writing")
+
+
+def test_a_conversion_cancelled_while_writing_leaves_no_file_behind():
+    (conf.FILES_DIR / "in.csv").write_text("a,b\n1,x\n2,y\n")
+    token = activate(CancelledWhileWriting(7, 1))
+    try:
+        with pytest.raises(TaskCancelled):
+            process_file(7, {"file_path": "in.csv", "output_format": "csv"})
+    finally:
+        deactivate(token)
+    assert list((conf.RESULTS_DIR / "files").iterdir()) == []  # neither the output nor its temporary file
