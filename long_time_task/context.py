@@ -14,8 +14,8 @@ Outside a task (a plain function call, a test), they do nothing and there is no 
 
 **Who submitted the task**: ``context.owner_id`` (from the row the claim already read: no extra query) and
 ``context.owner``, the user, loaded on first use. Both are None for a task without an owner, submitted by
-trusted server code (a command, a periodic job); a handler that shows data to its owner should then cover
-only what that owner may see, e.g. ``LongTimeTask.objects.visible_to(context.owner)``.
+trusted server code (a command, a periodic job). A handler that shows data to its owner must cover only
+what that owner may see, e.g. ``LongTimeTask.objects.visible_to(context.owner)``.
 
 Writes are throttled: at most one per ``LONG_TIME_TASK_PROGRESS_INTERVAL`` seconds. The first report is
 written at once; a report inside the interval is kept, and written by the next call after the interval or
