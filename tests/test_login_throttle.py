@@ -4,12 +4,10 @@ dashboard's login page and the admin's alike: real requests through the test cli
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import redis
 from django.contrib.auth.hashers import MD5PasswordHasher
 from django.core.management import call_command
 from django.test import Client, RequestFactory
@@ -17,8 +15,6 @@ from django.urls import reverse
 
 from long_time_task.checks import check_login_throttle
 from long_time_task.dashboard.lockout import client_ip, username_key
-
-from .conftest import require_services
 
 pytestmark = pytest.mark.django_db
 
@@ -193,26 +189,6 @@ def test_a_dashboard_without_login_throttling_is_reported(settings):
     assert [w.id for w in check_login_throttle()] == ["long_time_task.W004"]
     settings.AXES_ENABLED = False
     assert "not installed" in check_login_throttle()[0].msg
-
-
-@pytest.fixture
-def redis_cache(settings: Any) -> Any:
-    """Django's cache on the tests' Redis, under a prefix of its own (removed afterwards)."""
-    require_services()
-    prefix = f"ltt-test-{uuid.uuid4().hex}"
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": settings.TEST_REDIS_URL,
-            "KEY_PREFIX": prefix,
-        }
-    }
-    settings.AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # axes re-creates its handler on this cache
-    client = redis.Redis.from_url(settings.TEST_REDIS_URL)
-    yield client, prefix
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
-    client.close()
 
 
 @pytest.mark.services
