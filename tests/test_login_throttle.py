@@ -8,9 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.hashers import MD5PasswordHasher
 from django.core.management import call_command
-from django.test import Client, RequestFactory
+from django.test import AsyncClient, Client, RequestFactory
 from django.urls import reverse
 
 from long_time_task.checks import check_login_throttle
@@ -91,6 +92,21 @@ def test_the_dashboard_shows_its_login_page_with_the_reason(user):
     page = response.content.decode()
     assert 'role="alert"' in page and "didn&#x27;t match" not in page
     assert 'name="password"' in page and 'value="alice"' in page  # the form, ready for later
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lockout_answers_the_same_under_asgi(user):
+    """Axes' middleware has an async path (under uvicorn), which calls the lockout response differently."""
+
+    async def attempts() -> list[tuple[int, str | None]]:
+        client = AsyncClient()
+        answers = []
+        for password in ["wrong-1", "wrong-2", "wrong-3", "alice-password"]:
+            response = await client.post(DASHBOARD_LOGIN, {"username": "alice", "password": password})
+            answers.append((response.status_code, response.get("Retry-After")))
+        return answers
+
+    assert async_to_sync(attempts)() == [(200, None), (200, None), (429, str(COOL_OFF)), (429, str(COOL_OFF))]
 
 
 def test_a_lockout_ends_after_the_cool_off(user, monkeypatch):
