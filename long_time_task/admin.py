@@ -51,6 +51,7 @@ REFUSALS = (
     services.NotPermitted,
     services.ActionNotAllowed,
     services.QuotaExceeded,
+    services.SubmitRateExceeded,
     InvalidParams,
     UnknownTaskType,
 )
