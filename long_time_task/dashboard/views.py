@@ -22,8 +22,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import services
+from ..audit import SYSTEM
 from ..conf import conf
-from ..models import TERMINAL_STATES, LongTimeTask, TaskState
+from ..models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
 from ..pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
 from ..querysets import sees_all
 from ..registry import InvalidParams, LongTimeTaskRegister, TaskConfig, UnknownTaskType
@@ -33,6 +34,8 @@ from .forms import FilterForm, ParamsForm
 
 TIMEZONE_COOKIE = "ltt_tz"
 PAGE_SIZE = 25
+# Audit events that stand for the task's cancel request in its timeline.
+CANCEL_ACTIONS = frozenset({AuditAction.CANCEL_REQUESTED, AuditAction.CANCELLED})
 View = Callable[..., HttpResponseBase]
 
 
@@ -146,7 +149,7 @@ def _int(raw: str | None, default: int) -> int:
 # ---------------------------------------------------------------- detail
 
 
-def timeline(task: LongTimeTask, events: list[Any]) -> list[dict[str, Any]]:
+def timeline(task: LongTimeTask, events: list[Any], viewer: Any) -> list[dict[str, Any]]:
     """The task's history from its columns and its audit trail, oldest first. Attempts before the current
     one are not stored one by one: their count and the first start are."""
     items: list[dict[str, Any]] = [{"at": task.create_at, "label": _("Submitted"), "kind": "created"}]
@@ -160,18 +163,33 @@ def timeline(task: LongTimeTask, events: list[Any]) -> list[dict[str, Any]]:
         )
     if task.state == TaskState.RETRYING and task.retry_at:
         items.append({"at": task.retry_at, "label": _("Next attempt due"), "kind": "retry"})
-    if task.cancel_requested_at:
+    # The audit trail says who cancelled; the column is the only trace for rows from before the trail.
+    if task.cancel_requested_at and not any(e.action in CANCEL_ACTIONS for e in events):
         items.append({"at": task.cancel_requested_at, "label": _("Cancel requested"), "kind": "cancel"})
     if task.progress_at and not task.is_terminal:
         items.append({"at": task.progress_at, "label": _("Last progress report"), "kind": "progress"})
     for event in events:
-        label = event.get_action_display()
-        if event.actor_name:
-            label = _("%(action)s by %(who)s") % {"action": label, "who": event.actor_name}
-        items.append({"at": event.at, "label": label, "kind": "audit", "new_task": event.new_task_id})
+        items.append(
+            {"at": event.at, "label": event_label(event, viewer), "kind": "audit", "new_task": event.new_task_id}
+        )
     if task.finish_at:
         items.append({"at": task.finish_at, "label": task.get_state_display(), "kind": task.state.lower()})
     return sorted(items, key=lambda item: item["at"])
+
+
+def event_label(event: Any, viewer: Any) -> str:
+    """An audit event as ``viewer`` may read it: staff see who did it; anyone else sees "you", "staff" or
+    "the system", never another person's name."""
+    action = event.get_action_display()
+    if not event.actor_name:
+        return str(action)
+    if viewer.is_staff:
+        return _("%(action)s by %(who)s") % {"action": action, "who": event.actor_name}
+    if event.actor_id is not None and event.actor_id == viewer.pk:
+        return _("%(action)s by you") % {"action": action}
+    if event.actor_id is None and event.actor_name == SYSTEM:
+        return _("%(action)s by the system") % {"action": action}
+    return _("%(action)s by staff") % {"action": action}
 
 
 @require_GET
@@ -193,7 +211,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         "can_rerun": manage and may_submit and task.state == TaskState.FINISHED,
         "files": files,
         "show_traceback": user.is_staff and bool(task.error_traceback),
-        "timeline": timeline(task, events),
+        "timeline": timeline(task, events, user),
         "retries": retries,
         "retry_of_visible": task.retry_of_id is not None and services.get_task(task.retry_of_id, user=user) is not None,
         "show_owner": sees_all(user),
