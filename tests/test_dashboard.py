@@ -410,3 +410,28 @@ def test_a_cancel_request_shows_once_in_the_timeline(browser: Client, user: Any)
 
     old = make(user, TaskState.RUNNING, attempts=1, cancel_requested_at=timezone.now())
     assert "Cancel requested" in timeline_of(browser, old)
+
+
+# ---------------------------------------------------------------- stale notes, icons
+
+
+def test_the_asked_to_stop_note_goes_once_the_task_has_ended(browser: Client, user: Any) -> None:
+    running = make(user, TaskState.RUNNING, attempts=1)
+    response = browser.post(reverse("ltt_dashboard:task_cancel", args=[running.id]), follow=True)
+    assert "it has been asked to stop" in response.content.decode()  # true while it runs
+    browser.post(reverse("ltt_dashboard:task_cancel", args=[running.id]))  # the note waits for the next page
+    LongTimeTask.objects.filter(id=running.id).update(state=TaskState.CANCELLED)  # it stopped meanwhile
+    page = browser.get(detail(running.id)).content.decode()
+    assert "asked to stop" not in page
+
+
+def test_every_page_has_an_icon(browser: Client, client: Client) -> None:
+    from django.contrib.staticfiles import finders
+
+    page = browser.get(LIST).content.decode()
+    assert 'rel="icon" href="/static/long_time_task_dashboard/favicon.svg"' in page
+    assert finders.find("long_time_task_dashboard/favicon.svg")
+    # Pages that name no icon (the admin's): browsers ask for /favicon.ico.
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302 and response["Location"] == "/static/long_time_task_dashboard/favicon.ico"
+    assert finders.find("long_time_task_dashboard/favicon.ico")

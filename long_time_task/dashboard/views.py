@@ -36,6 +36,8 @@ TIMEZONE_COOKIE = "ltt_tz"
 PAGE_SIZE = 25
 # Audit events that stand for the task's cancel request in its timeline.
 CANCEL_ACTIONS = frozenset({AuditAction.CANCEL_REQUESTED, AuditAction.CANCELLED})
+# The tag of a message that is only true while the task runs (the page drops it once the task has ended).
+UNTIL_ENDED = "until-ended"
 View = Callable[..., HttpResponseBase]
 
 
@@ -216,6 +218,8 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         "retry_of_visible": task.retry_of_id is not None and services.get_task(task.retry_of_id, user=user) is not None,
         "show_owner": sees_all(user),
     }
+    if task.is_terminal:  # a note about the running task ("asked to stop") is stale now
+        context["messages"] = [m for m in messages.get_messages(request) if UNTIL_ENDED not in m.tags.split()]
     return render(request, "long_time_task_dashboard/task_detail.html", context)
 
 
@@ -228,7 +232,12 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
             if outcome.cancelled:
                 messages.success(request, _("Task %(id)s was cancelled.") % {"id": task_id})
             else:
-                messages.info(request, _("Task %(id)s is running: it has been asked to stop.") % {"id": task_id})
+                # Only true while the task runs: the page drops it once the task has ended.
+                messages.info(
+                    request,
+                    _("Task %(id)s is running: it has been asked to stop.") % {"id": task_id},
+                    extra_tags=UNTIL_ENDED,
+                )
             return redirect("ltt_dashboard:task_detail", task_id=task_id)
         new = services.retry_task(task_id, user=request.user, rerun=action == "rerun")
     except services.TaskNotFound:

@@ -92,6 +92,8 @@ def test_cancel_a_running_task(new_page: Any, alice: Any, start_dashboard_worker
     assert page.evaluate("window.__noReload") is True
     expect(page.get_by_role("button", name="Cancel task")).to_have_count(0)
     expect(page.get_by_role("button", name="Retry")).to_be_visible()
+    expect(page.locator(".messages")).to_have_count(0)  # "asked to stop" is no longer true
+    assert page.evaluate("window.__noReload") is True
 
 
 def test_retry_a_failed_task(new_page: Any, alice: Any, start_dashboard_worker: Any) -> None:
@@ -193,3 +195,17 @@ def test_works_without_javascript_in_chinese(new_page: Any, alice: Any) -> None:
     page.get_by_role("button", name="提交", exact=True).click()
     expect(page.get_by_text(re.compile(r"任务 \d+ 已提交"))).to_be_visible()
     expect(state_badge(page)).to_have_text(re.compile("等待执行|正在执行|已完成"))
+
+
+def test_required_fields_are_red_only_once_touched(new_page: Any, alice: Any) -> None:
+    page = new_page()
+    login(page, "alice", "alice-password")
+    page.goto("/dashboard/submit/?task_type=file_processing")
+    field = page.get_by_label("File path")
+    expect(field).to_have_attribute("required", "")
+    red = "rgb(180, 35, 24)"  # --danger
+    assert field.evaluate("el => getComputedStyle(el).borderColor") != red  # nothing typed yet: not an error
+    field.fill("x")
+    field.fill("")
+    field.blur()
+    expect(field).to_have_css("border-color", red)  # touched and left empty

@@ -101,6 +101,7 @@
         if (!fresh || !current) { return; }
         var focused = document.activeElement && document.activeElement.id;
         current.replaceWith(fresh);
+        if (!fresh.hasAttribute("data-events-url")) { dropStaleMessages(); }
         localTimes(fresh);
         status = document.querySelector("[data-live-status]");
         setStatus(source ? strings.live : "");
@@ -109,6 +110,15 @@
       .catch(function () { /* the next event or poll tries again */ })
       .then(function () { refreshing = null; });
     return refreshing;
+  }
+
+  // A note that is true only while the task runs ("it has been asked to stop") goes once the task has ended.
+  function dropStaleMessages() {
+    document.querySelectorAll(".messages [data-until-ended]").forEach(function (item) {
+      var list = item.parentNode;
+      item.remove();
+      if (list && !list.children.length) { list.remove(); }
+    });
   }
 
   // Polling: the fallback when EventSource is missing or the stream fails for good.
