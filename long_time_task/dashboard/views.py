@@ -18,6 +18,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -42,7 +43,8 @@ View = Callable[..., HttpResponseBase]
 
 
 def dashboard_view(view: View) -> View:
-    """Login required; times shown in the viewer's time zone (a cookie the page's script sets)."""
+    """Login required; times shown in the viewer's time zone (a cookie the page's script sets); no cache
+    keeps a copy of the page (Cache-Control: no-store, private): it shows the viewer's own tasks."""
 
     @login_required
     @functools.wraps(view)
@@ -52,7 +54,8 @@ def dashboard_view(view: View) -> View:
             response = view(request, *args, **kwargs)
             if hasattr(response, "render") and not getattr(response, "is_rendered", True):
                 response.render()
-            return response
+        add_never_cache_headers(response)
+        return response
 
     return wrapper
 
@@ -205,7 +208,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     files = [p.name for p in result_files(task.task_type, task.result)] if manage else []
     events = list(task.audit_events.select_related("new_task").all())
     retries = list(services.visible_tasks(user).filter(retry_of=task).order_by("id").values("id", "state"))
-    context = {
+    context: dict[str, Any] = {
         "task": task,
         "config": config,
         "can_cancel": manage and not task.is_terminal and task.cancel_requested_at is None,
