@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import zoneinfo
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -30,10 +29,10 @@ from ..pagination import InvalidCursor, after_cursor, capped_count, encode_curso
 from ..querysets import sees_all
 from ..registry import InvalidParams, LongTimeTaskRegister, TaskConfig, UnknownTaskType
 from ..retention import result_files
+from ..timezones import viewer_timezone
 from . import overview as stats
 from .forms import FilterForm, ParamsForm
 
-TIMEZONE_COOKIE = "ltt_tz"
 PAGE_SIZE = 25
 # Audit events that stand for the task's cancel request in its timeline.
 CANCEL_ACTIONS = frozenset({AuditAction.CANCEL_REQUESTED, AuditAction.CANCELLED})
@@ -43,7 +42,7 @@ View = Callable[..., HttpResponseBase]
 
 
 def dashboard_view(view: View) -> View:
-    """Login required; times shown in the viewer's time zone (a cookie the page's script sets); no cache
+    """Login required; times shown in the viewer's time zone (long_time_task.timezones); no cache
     keeps a copy of the page (Cache-Control: no-store, private): it shows the viewer's own tasks."""
 
     @login_required
@@ -58,16 +57,6 @@ def dashboard_view(view: View) -> View:
         return response
 
     return wrapper
-
-
-def viewer_timezone(request: HttpRequest) -> zoneinfo.ZoneInfo | None:
-    name = request.COOKIES.get(TIMEZONE_COOKIE, "")
-    if not name or len(name) > 64:
-        return None
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def submittable(user: Any) -> list[TaskConfig]:

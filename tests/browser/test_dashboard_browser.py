@@ -209,3 +209,49 @@ def test_required_fields_are_red_only_once_touched(new_page: Any, alice: Any) ->
     field.fill("")
     field.blur()
     expect(field).to_have_css("border-color", red)  # touched and left empty
+
+
+def test_times_read_the_same_in_the_admin_the_dashboard_and_live(
+    new_page: Any, django_user_model: Any, start_dashboard_worker: Any
+) -> None:
+    import zoneinfo
+    from datetime import UTC, datetime
+    from urllib.parse import unquote
+
+    from django.utils import timezone
+
+    from long_time_task.timezones import display_time
+
+    admin = django_user_model.objects.create_superuser("admin", "admin@example.com", "admin-password")
+    instant = datetime(2025, 1, 5, 15, 33, 7, tzinfo=UTC)
+    done = LongTimeTask.objects.create(task_type="test_echo", owner=admin, state=TaskState.FINISHED)
+    LongTimeTask.objects.filter(id=done.id).update(create_at=instant, start_at=instant, finish_at=instant)
+    shown = "2025-01-05 21:03:07 UTC+05:30"
+    page = new_page(timezone_id="Asia/Kolkata")
+
+    # The admin first: the site does not know the viewer's zone yet and draws TIME_ZONE; the script redraws
+    # the times in the browser's zone, with the server's format, and tells the site the zone.
+    page.goto(f"/admin/login/?next=/admin/long_time_task/longtimetask/{done.id}/change/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill("admin-password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("time[data-local]").first).to_have_text(shown)
+    assert set(page.locator("time[data-local]").all_text_contents()) == {shown}
+    told = {c["name"]: c["value"] for c in page.context.cookies()}.get("ltt_tz", "")
+    assert unquote(told) in {"Asia/Kolkata", "Asia/Calcutta"}  # (ICU's name for it)
+    # Now the server draws the same text itself, on the dashboard and in the admin.
+    for url in (f"/dashboard/tasks/{done.id}/", f"/admin/long_time_task/longtimetask/{done.id}/change/"):
+        assert f"data-local>{shown}</time>" in page.request.get(url).text(), url
+    page.goto(f"/dashboard/tasks/{done.id}/")
+    assert set(page.locator("time[data-local]").all_text_contents()) == {shown}
+
+    # A time the script writes from a live update reads the same as the server's.
+    task = services.submit("test_progress", {"steps": 20, "delay": 0.2}, owner=admin).task
+    page.goto("/dashboard/")
+    start_dashboard_worker()
+    started = page.locator(f'tr[data-task-id="{task.id}"] [data-field="start_at"] time')
+    expect(started).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\+05:30$"), timeout=30_000)
+    task.refresh_from_db()
+    with timezone.override(zoneinfo.ZoneInfo("Asia/Kolkata")):
+        assert started.text_content() == display_time(task.start_at)
+    services.cancel_task(task.id, user=admin)
