@@ -66,6 +66,7 @@ def test_submit_through_the_generated_form_and_watch_it_finish_live(
     expect(page.locator("[data-live-status]")).to_contain_text("Live")
     expect(state_badge(page)).to_have_text("Finished", timeout=30_000)
     expect(page.locator("#task-result pre")).to_contain_text('"steps": 8')
+    expect(page.locator("[data-live-status]")).to_have_text("")  # the stream has ended: no longer "Live"
     assert page.evaluate("window.__noReload") is True  # all of it without a reload
     moving = sorted({v for v in page.evaluate("window.__progress") if 0 < v < 100})
     assert len(moving) >= 2, f"the progress bar did not move: {moving}"

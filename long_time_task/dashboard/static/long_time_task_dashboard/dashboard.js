@@ -128,6 +128,7 @@
   source.addEventListener("task", function (event) { applyTask(JSON.parse(event.data)); });
   source.addEventListener("end", function () {
     source.close();
+    source = null;  // not live any more: the page's refresh below must not say so
     setStatus("");
     if (detail) { refresh(); }
   });
