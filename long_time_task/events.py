@@ -120,8 +120,9 @@ KEEPALIVE_SECONDS = 10.0  # a comment line: keeps proxies from closing the strea
 # Under WSGI a gone client is only noticed when a write fails (the second after it left), and until then
 # its stream holds a thread and a slot: write every second there.
 WSGI_KEEPALIVE_SECONDS = 1.0
-# A refused stream's Retry-After: time enough for a departed client's slot to be noticed and given back.
-RETRY_AFTER_SECONDS = 10
+# A refused stream's Retry-After: time enough for the stream of a page just left (a dashboard's previous page)
+# to be noticed gone and given back.
+RETRY_AFTER_SECONDS = 3
 RETRY_MS = 1000
 
 
