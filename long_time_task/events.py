@@ -552,7 +552,10 @@ STREAM_DESCRIPTION = (
     "closes after about 30 s (`retry: 1000` makes `EventSource` reconnect, and every connection starts with the "
     "full state). Lines starting with `:` are keep-alives. The data of a `task` event: `id`, `task_type`, "
     "`state`, `state_display`, `terminal`, `attempts`, `progress` (`percent`, `message`, `current`, `total`, or "
-    "null), `start_at`, `finish_at`, `retry_at`, `duration` (seconds), `cancel_requested`."
+    "null), `start_at`, `finish_at`, `retry_at`, `duration` (seconds), `cancel_requested`. A stream may be "
+    "refused: 429 `too_many_streams` (the caller's open streams in this web process) or 503 `events_busy` (a "
+    "WSGI process serves few at once, since each holds a thread), both with `Retry-After`; 503 `events_disabled` "
+    "where the server serves none. Poll `GET /api/tasks/{id}/` meanwhile."
 )
 
 
