@@ -263,11 +263,13 @@ LONG_TIME_TASK_ETA_MAX_SECONDS = float(env_str("LONG_TIME_TASK_ETA_MAX_SECONDS",
 LONG_TIME_TASK_RETENTION_DAYS = float(env_str("LONG_TIME_TASK_RETENTION_DAYS", "0")) or None
 LONG_TIME_TASK_PURGE_INTERVAL = float(env_str("LONG_TIME_TASK_PURGE_INTERVAL", "3600"))
 # The dashboard's live updates (docs/dashboard.md): how long one event stream lasts before the browser
-# reconnects, how often the shared poller reads the watched rows, and a switch (off: 503, the pages poll).
+# reconnects, how often the shared poller reads the watched rows, a switch (off: 503, the pages poll), the
+# streams per user and web process, and the streams one WSGI process serves at once (each holds a thread).
 LONG_TIME_TASK_EVENTS_STREAM_SECONDS = float(env_str("LONG_TIME_TASK_EVENTS_STREAM_SECONDS", "30"))
 LONG_TIME_TASK_EVENTS_POLL_INTERVAL = float(env_str("LONG_TIME_TASK_EVENTS_POLL_INTERVAL", "0.5"))
 LONG_TIME_TASK_EVENTS_ENABLED = env_bool("LONG_TIME_TASK_EVENTS_ENABLED", True)
 LONG_TIME_TASK_EVENTS_MAX_PER_USER = env_int("LONG_TIME_TASK_EVENTS_MAX_PER_USER", 10)
+LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS = env_int("LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS", 1)
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:
