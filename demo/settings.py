@@ -8,6 +8,7 @@ SQLite for the database and kombu's SQLAlchemy transport on a second SQLite file
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -257,7 +258,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"TaskStateEnum": "long_time_task.models.TaskState"},
 }
 
-# The cache holds the API's throttle counters: share it between web processes in production.
+# The cache holds the throttle counters (submit rate, failed logins): share it between web processes in production.
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["DJANGO_CACHE_URL"]}
@@ -265,6 +266,34 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
+
+# ---------------------------------------------------------------- login throttling (django-axes)
+# Failed logins, on the dashboard's login page and the admin's alike, are counted per username and per client
+# address in the cache above (DJANGO_CACHE_URL: shared by every web process). When either count reaches
+# LOGIN_FAILURE_LIMIT, logins for that username, or from that address, are refused for LOGIN_COOLOFF_SECONDS
+# (429 with Retry-After), even with the right password, and before any password is hashed. Staff unlock with
+# `manage.py axes_reset_username NAME` or `manage.py axes_reset_ip ADDRESS` (README, "Login throttling").
+INSTALLED_APPS = [*INSTALLED_APPS, "axes"]
+MIDDLEWARE = [*MIDDLEWARE, "axes.middleware.AxesMiddleware"]  # turns a refused login into the lockout response
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: a locked-out login stops here, before the password is hashed
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # two counters: a username OR an address gets locked
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900))
+# Attempts during a lockout neither count nor extend it: Retry-After stays true for the locked-out user.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "long_time_task.dashboard.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "long_time_task.dashboard.lockout.client_ip"
+AXES_USERNAME_CALLABLE = "long_time_task.dashboard.lockout.username_key"
+AXES_ENABLE_ADMIN = False  # its admin pages list database records, which the cache handler does not write
+LONG_TIME_TASK_TRUSTED_PROXY_COUNT = env_int("LONG_TIME_TASK_TRUSTED_PROXY_COUNT", 0)
+if DEBUG and not os.environ.get("DJANGO_CACHE_URL"):
+    # One development server: its local-memory cache is shared by every request. In production (several web
+    # processes) axes warns unless DJANGO_CACHE_URL points at a shared cache.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 
 # ---------------------------------------------------------------- long_time_task
 LONG_TIME_TASK_FILES_DIR = Path(env_str("LONG_TIME_TASK_FILES_DIR", str(VAR_DIR / "files")))
@@ -287,11 +316,13 @@ LONG_TIME_TASK_ETA_MAX_SECONDS = float(env_str("LONG_TIME_TASK_ETA_MAX_SECONDS",
 LONG_TIME_TASK_RETENTION_DAYS = float(env_str("LONG_TIME_TASK_RETENTION_DAYS", "0")) or None
 LONG_TIME_TASK_PURGE_INTERVAL = float(env_str("LONG_TIME_TASK_PURGE_INTERVAL", "3600"))
 # The dashboard's live updates (docs/dashboard.md): how long one event stream lasts before the browser
-# reconnects, how often the shared poller reads the watched rows, and a switch (off: 503, the pages poll).
+# reconnects, how often the shared poller reads the watched rows, a switch (off: 503, the pages poll), the
+# streams per user and web process, and the streams one WSGI process serves at once (each holds a thread).
 LONG_TIME_TASK_EVENTS_STREAM_SECONDS = float(env_str("LONG_TIME_TASK_EVENTS_STREAM_SECONDS", "30"))
 LONG_TIME_TASK_EVENTS_POLL_INTERVAL = float(env_str("LONG_TIME_TASK_EVENTS_POLL_INTERVAL", "0.5"))
 LONG_TIME_TASK_EVENTS_ENABLED = env_bool("LONG_TIME_TASK_EVENTS_ENABLED", True)
 LONG_TIME_TASK_EVENTS_MAX_PER_USER = env_int("LONG_TIME_TASK_EVENTS_MAX_PER_USER", 10)
+LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS = env_int("LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS", 1)
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:

@@ -43,6 +43,7 @@ REFUSALS = (
     services.NotPermitted,
     services.ActionNotAllowed,
     services.QuotaExceeded,
+    services.SubmitRateExceeded,
     InvalidParams,
     UnknownTaskType,
 )

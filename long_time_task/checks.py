@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.utils.module_loading import import_string
 
 from .registry import LongTimeTaskRegister
 
@@ -96,5 +98,43 @@ def check_maintenance_scheduled(app_configs: Any = None, **kwargs: Any) -> list[
             "publish failed stay PENDING.",
             hint="Add them to CELERY_BEAT_SCHEDULE (see demo/settings.py) and run `celery -A <project> beat`.",
             id="long_time_task.W003",
+        )
+    ]
+
+
+AXES_BACKEND = "axes.backends.AxesStandaloneBackend"
+
+
+def _first_backend_is_axes() -> bool:
+    backends = list(getattr(settings, "AUTHENTICATION_BACKENDS", None) or [])
+    if not backends:
+        return False
+    try:
+        from axes.backends import AxesStandaloneBackend
+
+        first = import_string(backends[0])
+    except ImportError:
+        return False
+    return isinstance(first, type) and issubclass(first, AxesStandaloneBackend)
+
+
+@register()
+def check_login_throttle(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """The dashboard has a login page: without a throttle, passwords can be guessed at the speed of the hasher."""
+    if not apps.is_installed("long_time_task.dashboard"):
+        return []
+    if not apps.is_installed("axes") or not getattr(settings, "AXES_ENABLED", True):
+        problem = "django-axes is not installed (or AXES_ENABLED is off)"
+    elif not _first_backend_is_axes():
+        problem = f"{AXES_BACKEND} is not the first of AUTHENTICATION_BACKENDS, so the password is checked first"
+    else:
+        return []
+    return [
+        Warning(
+            f"The dashboard's login page does not throttle failed logins: {problem}.",
+            hint=f"Add 'axes' to INSTALLED_APPS, 'axes.middleware.AxesMiddleware' to MIDDLEWARE and {AXES_BACKEND} "
+            "first in AUTHENTICATION_BACKENDS (see demo/settings.py), or silence this check if something else "
+            "throttles logins.",
+            id="long_time_task.W004",
         )
     ]

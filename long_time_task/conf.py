@@ -26,7 +26,8 @@ DEFAULTS: dict[str, Any] = {
     # Largest request body the API reads (413 above it), and largest params (as JSON) a task may carry.
     "MAX_BODY_BYTES": 65_536,
     "MAX_PARAMS_BYTES": 16_384,
-    # Submissions per user (DRF throttle rate, e.g. "60/min"; None: unlimited).
+    # Submissions per user, whatever the door (API, dashboard, admin, CLI with --user): "n/s", "n/min", "n/hour"
+    # or "n/day", e.g. "60/min"; None: unlimited. Counted in Django's cache (share it between processes).
     "SUBMIT_RATE": "60/min",
     # Unfinished (PENDING, RUNNING, RETRYING) tasks a user may have at once (None: unlimited).
     "MAX_UNFINISHED_PER_USER": 100,
@@ -63,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
     # PostgreSQL: a worker sends a task's finish without waiting for the reply, which it reads before its next
     # statement (long_time_task/deferred.py).
     "DEFERRED_FINISH": True,
+    # Reverse proxies in front of the web server that append the client's address to X-Forwarded-For (0: none,
+    # REMOTE_ADDR is the client). The login throttle counts failures per client address found this way.
+    "TRUSTED_PROXY_COUNT": 0,
 }
 
 
@@ -175,6 +179,10 @@ class Conf:
     @property
     def DEFERRED_FINISH(self) -> bool:  # noqa: N802
         return bool(self._get("DEFERRED_FINISH"))
+
+    @property
+    def TRUSTED_PROXY_COUNT(self) -> int:  # noqa: N802
+        return max(int(self._get("TRUSTED_PROXY_COUNT") or 0), 0)
 
 
 conf = Conf()

@@ -9,8 +9,13 @@ A handler gets the context as a keyword argument if it declares one named ``cont
             ...
 
 Handlers with the seed's signature ``(task_id, params)`` use the module-level helpers instead, which act
-on the task running in this process: ``report_progress(...)`` and ``check_cancelled()``. Outside a task
-(a plain function call, a test), both do nothing.
+on the task running in this process: ``report_progress(...)``, ``check_cancelled()`` and ``current_owner()``.
+Outside a task (a plain function call, a test), they do nothing and there is no owner.
+
+**Who submitted the task**: ``context.owner_id`` (from the row the claim already read: no extra query) and
+``context.owner``, the user, loaded on first use. Both are None for a task without an owner, submitted by
+trusted server code (a command, a periodic job). A handler that shows data to its owner must cover only
+what that owner may see, e.g. ``LongTimeTask.objects.visible_to(context.owner)``.
 
 Writes are throttled: at most one per ``LONG_TIME_TASK_PROGRESS_INTERVAL`` seconds. The first report is
 written at once; a report inside the interval is kept, and written by the next call after the interval or
@@ -23,9 +28,11 @@ from __future__ import annotations
 import contextvars
 import math
 import time
-from typing import Any
+from typing import Any, Final
 
 from .conf import conf
+
+_UNLOADED: Final = object()
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("long_time_task_context", default=None)
 
@@ -39,16 +46,31 @@ class TaskCancelled(BaseException):  # noqa: N818 - reads like asyncio.Cancelled
 
 
 class TaskContext:
-    """The running attempt ``attempt`` of task ``task_id``, as its handler sees it."""
+    """The running attempt ``attempt`` of task ``task_id``, as its handler sees it. ``owner_id`` is the pk of
+    the user who submitted it (None: submitted by trusted server code)."""
 
-    def __init__(self, task_id: int, attempt: int, *, clock: Any = time.monotonic) -> None:
-        self.task_id, self.attempt = task_id, attempt
+    def __init__(self, task_id: int, attempt: int, *, owner_id: Any = None, clock: Any = time.monotonic) -> None:
+        self.task_id, self.attempt, self.owner_id = task_id, attempt, owner_id
+        self._owner: Any = _UNLOADED
         self._clock = clock
         self._last_contact = -math.inf  # the first report is written at once
         self._pending: dict[str, Any] | None = None
         self.cancel_requested = False
         self.lost = False  # the row moved on without this attempt (cancelled hard, or recovered elsewhere)
         self.writes = 0
+
+    # ------------------------------------------------------------ owner
+    @property
+    def owner(self) -> Any:
+        """The user who submitted the task, loaded on first use (one query, then cached); None if it has no
+        owner, or if that user was deleted since (then ``owner_id`` is still set: treat it as no one's)."""
+        if self._owner is _UNLOADED:
+            self._owner = None
+            if self.owner_id is not None:
+                from django.contrib.auth import get_user_model
+
+                self._owner = get_user_model()._default_manager.filter(pk=self.owner_id).first()
+        return self._owner
 
     # ------------------------------------------------------------ progress
     def progress(
@@ -121,6 +143,13 @@ def report_progress(
     context = _current.get()
     if context is not None:
         context.progress(percent, message, current=current, total=total)
+
+
+def current_owner() -> Any:
+    """``context.owner`` for the running task: the user who submitted it; None outside a task or for a task
+    without an owner (trusted server code)."""
+    context = _current.get()
+    return context.owner if context is not None else None
 
 
 def check_cancelled() -> None:

@@ -89,7 +89,7 @@ class Executor:
             return self._fail(task_id, attempt, message, ErrorCode.UNKNOWN_TASK_TYPE)
 
         logger.info("Running task %s (%s), attempt %s", task_id, task_type, attempt)
-        context = TaskContext(task_id, attempt)
+        context = TaskContext(task_id, attempt, owner_id=claimed.owner_id)
         token = activate(context)
         try:
             if config.wants_context:

@@ -1,4 +1,5 @@
-"""Request limits of the API: body size, submission rate."""
+"""Request limits of the API: body size. (The submission rate is counted in ``services.submit``, whatever the
+door: see ``ratelimit``.)"""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from typing import Any
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
-from rest_framework.request import Request
-from rest_framework.throttling import UserRateThrottle
 
 from .conf import conf
 
@@ -31,19 +30,3 @@ class LimitedJSONParser(JSONParser):
             return super().parse(io.BytesIO(data), media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError(_("JSON parse error - the body is nested too deeply.")) from None
-
-
-class SubmitRateThrottle(UserRateThrottle):
-    """Submissions per user, at LONG_TIME_TASK_SUBMIT_RATE (429 with Retry-After above it)."""
-
-    scope = "long_time_task_submit"
-
-    def get_rate(self) -> str | None:
-        return conf.SUBMIT_RATE
-
-    def allow_request(self, request: Request, view: Any) -> bool:
-        self.rate = self.get_rate()
-        if self.rate is None:
-            return True
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)

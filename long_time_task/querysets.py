@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class ClaimedTask:
     """What a worker learns from a successful claim."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("task_type", "task_params", "celery_task_id", "queue", "priority")
+    FIELDS: ClassVar[tuple[str, ...]] = ("task_type", "task_params", "celery_task_id", "queue", "priority", "owner_id")
 
     id: int
     task_type: str
@@ -35,6 +35,7 @@ class ClaimedTask:
     celery_task_id: str
     queue: str
     priority: int
+    owner_id: int | None  # for the handler's context: who submitted it (None: trusted server code)
 
 
 _CONVERTERS: dict[tuple[str, ...], list[Any]] = {}

@@ -20,6 +20,7 @@ from .conf import conf
 from .dispatch import publish
 from .models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
 from .querysets import LongTimeTaskQuerySet
+from .ratelimit import Rate, RateExceeded, Reservation, reserve
 from .registry import InvalidParams, LongTimeTaskRegister, TaskConfig
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,30 @@ def check_quota(owner: Any) -> None:
         return
     if LongTimeTask.objects.filter(owner=owner).unfinished().count() >= limit:
         raise QuotaExceeded(f"You already have {limit} unfinished tasks; wait for some to finish.")
+
+
+class SubmitRateExceeded(Exception):  # noqa: N818
+    """The owner submitted more than ``LONG_TIME_TASK_SUBMIT_RATE`` allows; ``wait`` seconds until a slot is free
+    (HTTP 429 with Retry-After). ``reason`` says it without the wait."""
+
+    def __init__(self, rate: Rate, wait: int) -> None:
+        self.reason = f"Too many submissions: the limit is {rate.text} per user."
+        super().__init__(f"{self.reason} Try again in {wait} seconds.")
+        self.rate = rate
+        self.wait = wait
+
+
+def reserve_submit(owner: Any) -> Reservation | None:
+    """Take one of ``owner``'s submissions at ``LONG_TIME_TASK_SUBMIT_RATE`` (None: not counted: no rate, or
+    trusted server code); SubmitRateExceeded when none is left. Atomic in the shared cache."""
+    text = conf.SUBMIT_RATE
+    if text is None or owner is None:
+        return None
+    rate = Rate.parse(text)
+    try:
+        return reserve(f"submit:{owner.pk}", rate)
+    except RateExceeded as exc:
+        raise SubmitRateExceeded(rate, exc.wait) from None
 
 
 class TaskNotFound(LookupError):  # noqa: N818
@@ -155,6 +180,7 @@ def submit(
     idempotency_key: str | None = None,
     retry_of: LongTimeTask | None = None,
     check_permission: bool = True,
+    count_rate: bool = True,
 ) -> Submission:
     """Validate, write the row once, and publish it after the transaction commits.
 
@@ -164,6 +190,10 @@ def submit(
     A delayed task (``run_after``, or ``countdown`` seconds) up to ``ETA_MAX_SECONDS`` away is published at
     once with a broker ETA; a later one waits in the database and the sweeper publishes it when due. With an
     ``idempotency_key``, the same key from the same owner returns the first task (``created=False``).
+
+    An owner's submissions are limited to ``LONG_TIME_TASK_SUBMIT_RATE`` (SubmitRateExceeded), whatever the
+    door: only those that get this far are counted (just before the insert), not the rejected ones nor the
+    replays; ``count_rate=False`` (a retry by server code) and ``owner=None`` are not counted.
     """
     params = {} if params is None else params
     owner = owner if owner is not None and getattr(owner, "is_authenticated", False) else None
@@ -195,21 +225,30 @@ def submit(
         "idempotency_key": idempotency_key,
         "retry_of": retry_of,
     }
-    if idempotency_key is None:
-        # One INSERT, in its own implicit transaction (no BEGIN/COMMIT round trips), or in the caller's: then
-        # the publish waits for the caller's commit.
-        task = LongTimeTask.objects.insert(**fields)
-    else:
-        try:
-            # A savepoint only inside a caller's transaction (an error would abort it on PostgreSQL).
-            with transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext():
-                task = LongTimeTask.objects.insert(**fields)
-        except IntegrityError:
-            # A concurrent submit with the same key won the unique constraint: return its task.
-            replay = _replay(owner, idempotency_key, task_type, params)
-            if replay is None:
-                raise
-            return replay
+    reservation = reserve_submit(owner) if count_rate else None
+    try:
+        if idempotency_key is None:
+            # One INSERT, in its own implicit transaction (no BEGIN/COMMIT round trips), or in the caller's: then
+            # the publish waits for the caller's commit.
+            task = LongTimeTask.objects.insert(**fields)
+        else:
+            try:
+                # A savepoint only inside a caller's transaction (an error would abort it on PostgreSQL).
+                with transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext():
+                    task = LongTimeTask.objects.insert(**fields)
+            except IntegrityError:
+                # A concurrent submit with the same key won the unique constraint: return its task (a replay,
+                # which does not count).
+                replay = _replay(owner, idempotency_key, task_type, params)
+                if replay is None:
+                    raise
+                if reservation is not None:
+                    reservation.release()
+                return replay
+    except BaseException:
+        if reservation is not None:
+            reservation.release()  # nothing was submitted
+        raise
     if not held:
         transaction.on_commit(functools.partial(publish, task, attempt=1, countdown=delay or None))
     logger.info("Task %s submitted: %s%s", task.id, task_type, f" (starts at {start.isoformat()})" if start else "")
@@ -324,7 +363,10 @@ def retry_task(
     with transaction.atomic():
         new_params = task.task_params if params is None else params
         # The requester's permission was checked above; a system retry keeps the original owner.
-        new = submit(task.task_type, new_params, owner=owner, retry_of=task, check_permission=False).task
+        # A retry by server code (user None) is not counted against the original owner's submit rate.
+        new = submit(
+            task.task_type, new_params, owner=owner, retry_of=task, check_permission=False, count_rate=user is not None
+        ).task
         note = "" if params is None or params == task.task_params else "with edited params"
         record(task.id, action, actor=user, new_task_id=new.id, note=note)
     logger.info("Task %s %s as task %s", task.id, action, new.id)

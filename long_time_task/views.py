@@ -13,13 +13,11 @@ from rest_framework import status
 from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from . import services
 from .conf import conf
 from .errors import ApiError
-from .limits import SubmitRateThrottle
 from .pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
 from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from .serializers import (
@@ -129,9 +127,6 @@ class TaskListView(APIView):
 class TaskSubmitView(TaskListView):
     """``POST``: submit a task. ``GET``: the list, as on ``/api/tasks/list/``."""
 
-    def get_throttles(self) -> list[BaseThrottle]:
-        return [SubmitRateThrottle()] if self.request.method == "POST" else []
-
     @extend_schema(operation_id="tasks_list_root", **LIST_SCHEMA)
     def get(self, request: Request) -> Response:
         return super().get(request)
@@ -209,6 +204,8 @@ def service_errors() -> Iterator[None]:
         raise ApiError(str(exc), code="invalid_params") from None
     except services.QuotaExceeded as exc:
         raise Throttled(wait=QUOTA_RETRY_AFTER, detail=str(exc), code="too_many_unfinished") from None
+    except services.SubmitRateExceeded as exc:  # DRF adds the wait to the message, and Retry-After
+        raise Throttled(wait=exc.wait, detail=exc.reason, code="throttled") from None
 
 
 class TaskCancelView(APIView):
@@ -251,9 +248,6 @@ class TaskRetryView(APIView):
     """``POST``: a new task with the same type and params, linked to this one (FAILED or CANCELLED)."""
 
     rerun = False
-
-    def get_throttles(self) -> list[BaseThrottle]:
-        return [SubmitRateThrottle()]
 
     @extend_schema(
         operation_id="tasks_retry",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,3 +146,37 @@ def worker_database(django_db_setup: Any, django_db_blocker: Any) -> str:
     from django.db import connection
 
     return str(connection.settings_dict["NAME"])
+
+
+class TrackedConnectionPool(redis.ConnectionPool):
+    """Remembers its pools, so that a test can close the connections Django's Redis cache opened (it never does)."""
+
+    opened: list[redis.ConnectionPool] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        TrackedConnectionPool.opened.append(self)
+
+
+@pytest.fixture
+def redis_cache(settings: Any) -> Iterator[tuple[redis.Redis, str]]:
+    """Django's cache on the tests' Redis (the shared cache of production), under a key prefix of its own that is
+    removed afterwards; axes re-creates its handler on it. Yields a Redis client and the prefix."""
+    require_services()
+    prefix = f"ltt-test-{uuid.uuid4().hex}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": settings.TEST_REDIS_URL,
+            "KEY_PREFIX": prefix,
+            "OPTIONS": {"pool_class": "tests.conftest.TrackedConnectionPool"},
+        }
+    }
+    settings.AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+    client = redis.Redis.from_url(settings.TEST_REDIS_URL)
+    yield client, prefix
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+    client.close()
+    while TrackedConnectionPool.opened:
+        TrackedConnectionPool.opened.pop().disconnect()

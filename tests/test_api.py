@@ -106,16 +106,22 @@ BAD_SUBMITS = [
         id="additional-property",
     ),
     pytest.param(
-        {"task_type": "file_processing", "params": {"file_path": "../../etc/passwd"}},
+        {"task_type": "file_processing", "params": {"file_path": "../../etc/passwd.csv"}},
         "invalid_params",
-        "outside the files directory",
+        "no readable file of that name in the files directory",
         id="path-traversal",
     ),
     pytest.param(
-        {"task_type": "file_processing", "params": {"file_path": "/etc/passwd"}},
+        {"task_type": "file_processing", "params": {"file_path": "/etc/passwd.csv"}},
         "invalid_params",
-        "outside the files directory",
+        "no readable file of that name in the files directory",
         id="absolute-path",
+    ),
+    pytest.param(
+        {"task_type": "file_processing", "params": {"file_path": "../../etc/passwd"}},
+        "invalid_params",
+        "only .csv and .json files can be converted",
+        id="path-traversal-other-suffix",
     ),
     pytest.param(
         {"task_type": "test_echo", "params": {"s": "a\u0000b"}},

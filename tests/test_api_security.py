@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Permission
 
+from long_time_task import ratelimit
 from long_time_task.models import LongTimeTask
 
 from .conftest import client_as, token_client
@@ -81,12 +82,14 @@ def test_params_over_the_cap_are_a_400(api, settings):
     assert not LongTimeTask.objects.exists()
 
 
-def test_submissions_are_throttled_per_user_with_retry_after(api, other_user, settings):
+def test_submissions_are_throttled_per_user_with_retry_after(api, other_user, settings, monkeypatch):
     settings.LONG_TIME_TASK_SUBMIT_RATE = "3/min"
+    monkeypatch.setattr(ratelimit, "now", lambda: 1_800_000_000 // 60 * 60 + 10)  # 10 s into a minute
     assert [submit(api, {"task_type": "test_echo"}).status_code for _ in range(3)] == [201, 201, 201]
     response = submit(api, {"task_type": "test_echo"})
     assert_error(response, 429, "throttled")
-    assert 0 < int(response["Retry-After"]) <= 60
+    # The sliding window: the next minute, once 3 x (1 - t/60) + 1 <= 3, at t = 20 s: 50 + 20 s from now.
+    assert response["Retry-After"] == "70"
     assert api.get("/api/tasks/").status_code == 200  # reads are not throttled
     assert submit(token_client(other_user), {"task_type": "test_echo"}).status_code == 201  # per user
     assert LongTimeTask.objects.count() == 4

@@ -129,6 +129,8 @@ def test_production_settings_pass_check_deploy(tmp_path):
         DJANGO_DEBUG="false",
         DJANGO_SECRET_KEY="k" * 20 + "-production-secret-from-the-environment-0123456789",
         DJANGO_ALLOWED_HOSTS="tasks.example.com",
+        # Several web processes share the throttle counters (failed logins, submit rate) through it.
+        DJANGO_CACHE_URL="redis://cache.internal:6379/1",
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -136,6 +138,13 @@ def test_production_settings_pass_check_deploy(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+    # Without a shared cache, each web process would count failed logins on its own: axes says so.
+    del clean["DJANGO_CACHE_URL"]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0 and "axes.W001" in result.stderr
 
 
 def test_a_rediss_broker_verifies_the_certificate(tmp_path):

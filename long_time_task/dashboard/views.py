@@ -239,7 +239,7 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
     except services.ActionNotAllowed as exc:
         messages.error(request, str(exc))
         return redirect("ltt_dashboard:task_detail", task_id=task_id)
-    except (services.QuotaExceeded, InvalidParams, UnknownTaskType) as exc:
+    except (services.QuotaExceeded, services.SubmitRateExceeded, InvalidParams, UnknownTaskType) as exc:
         messages.error(request, str(exc))
         return redirect("ltt_dashboard:task_detail", task_id=task_id)
     messages.success(request, _("Task %(new)s was submitted (from task %(old)s).") % {"new": new.id, "old": task_id})
@@ -270,6 +270,8 @@ def submit(request: HttpRequest) -> HttpResponse:
     if chosen and config is None:
         messages.error(request, _("Unknown task type: %(type)s") % {"type": chosen})
     form = None
+    status = 400 if request.method == "POST" else 200
+    retry_after = None
     if config is not None:
         form = ParamsForm(config, request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
@@ -279,17 +281,22 @@ def submit(request: HttpRequest) -> HttpResponse:
                 form.add_service_error(exc.field, str(exc))
             except (services.QuotaExceeded, UnknownTaskType) as exc:
                 form.add_error(None, str(exc))
+            except services.SubmitRateExceeded as exc:
+                form.add_error(None, str(exc))
+                status, retry_after = 429, exc.wait
             else:
                 messages.success(request, _("Task %(id)s was submitted.") % {"id": submission.task.id})
                 url = reverse("ltt_dashboard:task_detail", kwargs={"task_id": submission.task.id})
                 return HttpResponseRedirect(url, status=303)
-    status = 400 if request.method == "POST" else 200
-    return render(
+    response = render(
         request,
         "long_time_task_dashboard/submit.html",
         {"configs": configs, "config": config, "form": form},
         status=status,
     )
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 # ---------------------------------------------------------------- overview

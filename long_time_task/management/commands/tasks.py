@@ -40,6 +40,7 @@ SERVICE_ERRORS = (
     InvalidParams,
     UnknownTaskType,
     services.QuotaExceeded,
+    services.SubmitRateExceeded,
     services.IdempotencyConflict,
     services.ActionNotAllowed,
     services.NotPermitted,

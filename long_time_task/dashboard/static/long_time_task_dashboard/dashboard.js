@@ -89,7 +89,7 @@
         if (!fresh.hasAttribute("data-events-url")) { dropStaleMessages(); }
         localTimes(fresh);
         status = document.querySelector("[data-live-status]");
-        setStatus(source ? strings.live : "");
+        setStatus(source ? strings.live : (pollTimer ? strings.polling : ""));
         if (focused && document.getElementById(focused)) { document.getElementById(focused).focus(); }
       })
       .catch(function () { /* the next event or poll tries again */ })
@@ -106,7 +106,8 @@
     });
   }
 
-  // Polling: the fallback when EventSource is missing or the stream fails for good.
+  // Polling: the fallback when EventSource is missing or the stream is refused (503 when the server serves
+  // no more streams, 429 at the user's cap; EventSource cannot tell which, nor read Retry-After).
   var pollTimer = null;
   function poll() {
     if (pollTimer) { return; }
@@ -114,36 +115,53 @@
     pollTimer = window.setInterval(function () {
       if (document.hidden) { return; }
       var live = document.querySelector("[data-live]");
-      if (detail && live && !live.hasAttribute("data-events-url")) { window.clearInterval(pollTimer); setStatus(""); return; }
+      if (detail && live && !live.hasAttribute("data-events-url")) { stopPolling(); setStatus(""); return; }
       refresh();
     }, 3000);
   }
+  function stopPolling() {
+    if (pollTimer) { window.clearInterval(pollTimer); pollTimer = null; }
+  }
 
   var source = null;
-  var url = root.getAttribute("data-events-url");
-  if (!url) { return; }
+  if (!root.getAttribute("data-events-url")) { return; }
   if (!window.EventSource) { poll(); return; }
-  source = new EventSource(url, { withCredentials: true });
-  source.addEventListener("open", function () { setStatus(strings.live); });
-  source.addEventListener("task", function (event) { applyTask(JSON.parse(event.data)); });
-  source.addEventListener("end", function () {
-    source.close();
-    source = null;  // not live any more: the page's refresh below must not say so
-    setStatus("");
-    if (detail) { refresh(); }
-  });
-  source.addEventListener("created", function () {
-    var notice = document.querySelector("[data-new-tasks]");
-    if (!notice || !notice.hidden) { return; }
-    notice.textContent = strings.newTasks + " ";
-    var link = document.createElement("a");
-    link.href = window.location.pathname + window.location.search;
-    link.textContent = strings.show;
-    notice.appendChild(link);
-    notice.hidden = false;
-  });
-  source.addEventListener("error", function () {
-    // A stream that ends is reopened by the browser; one that cannot be opened (an HTTP error) is CLOSED.
-    if (source.readyState === EventSource.CLOSED) { source = null; poll(); }
-  });
+  // A refused stream is asked for again while the page polls, less often each time (3 s, the server's
+  // Retry-After, then 6, 12, … up to 2 min): the previous page's stream is given back within about 2 s,
+  // and another one when its page closes.
+  var retryDelay = 3000;
+  function listen() {
+    var live = document.querySelector("[data-live]");
+    var url = live && live.getAttribute("data-events-url");
+    if (!url) { return; }  // the task finished meanwhile
+    var stream = source = new EventSource(url, { withCredentials: true });
+    stream.addEventListener("open", function () { stopPolling(); retryDelay = 3000; setStatus(strings.live); });
+    stream.addEventListener("task", function (event) { applyTask(JSON.parse(event.data)); });
+    stream.addEventListener("end", function () {
+      stream.close();
+      source = null;
+      setStatus("");
+      if (detail) { refresh(); }
+    });
+    stream.addEventListener("created", function () {
+      var notice = document.querySelector("[data-new-tasks]");
+      if (!notice || !notice.hidden) { return; }
+      notice.textContent = strings.newTasks + " ";
+      var link = document.createElement("a");
+      link.href = window.location.pathname + window.location.search;
+      link.textContent = strings.show;
+      notice.appendChild(link);
+      notice.hidden = false;
+    });
+    stream.addEventListener("error", function () {
+      // A stream that ends is reopened by the browser; one that cannot be opened (an HTTP error) is CLOSED.
+      if (stream.readyState === EventSource.CLOSED) {
+        source = null;
+        poll();
+        window.setTimeout(listen, retryDelay);
+        retryDelay = Math.min(retryDelay * 2, 120000);
+      }
+    });
+  }
+  listen();
 })();
