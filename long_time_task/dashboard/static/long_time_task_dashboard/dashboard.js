@@ -1,29 +1,16 @@
 /* The task dashboard's script: live updates from the API's Server-Sent Events (polling when they fail),
-   times in the viewer's time zone, and a type picker that needs no button. Every page works without it. */
+   and a type picker that needs no button. Every page works without it. */
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
 
   var strings = {};
   try { strings = JSON.parse(document.getElementById("ltt-strings").textContent); } catch (e) { /* none */ }
-  var lang = document.documentElement.lang || undefined;
 
-  // The server renders times in the zone of this cookie (else its own); the browser knows the viewer's.
-  var zone = "";
-  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { /* old browser */ }
-  if (zone && document.cookie.indexOf("ltt_tz=" + encodeURIComponent(zone)) === -1) {
-    document.cookie = "ltt_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax";
-  }
-  var timeFormat = new Intl.DateTimeFormat(lang, {
-    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
-    hour12: false, timeZoneName: "short"
-  });
-  function formatTime(iso) { return timeFormat.format(new Date(iso)); }
-  function localTimes(root) {
-    root.querySelectorAll("time[data-local]").forEach(function (el) {
-      el.textContent = formatTime(el.getAttribute("datetime"));
-    });
-  }
+  // Times: long_time_task/timezone.js (loaded first) draws them in the viewer's zone.
+  var times = window.lttTime || { format: function (iso) { return iso; }, redraw: function () {} };
+  function formatTime(iso) { return times.format(iso); }
+  function localTimes(root) { times.redraw(root); }
   function timeHtml(iso) {
     if (!iso) { return "–"; }
     var t = document.createElement("time");
@@ -45,8 +32,6 @@
   document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
     select.addEventListener("change", function () { if (select.value) { select.form.submit(); } });
   });
-
-  localTimes(document);
 
   var root = document.querySelector("[data-live]");
   if (!root) { return; }
@@ -101,6 +86,7 @@
         if (!fresh || !current) { return; }
         var focused = document.activeElement && document.activeElement.id;
         current.replaceWith(fresh);
+        if (!fresh.hasAttribute("data-events-url")) { dropStaleMessages(); }
         localTimes(fresh);
         status = document.querySelector("[data-live-status]");
         setStatus(source ? strings.live : (pollTimer ? strings.polling : ""));
@@ -109,6 +95,15 @@
       .catch(function () { /* the next event or poll tries again */ })
       .then(function () { refreshing = null; });
     return refreshing;
+  }
+
+  // A note that is true only while the task runs ("it has been asked to stop") goes once the task has ended.
+  function dropStaleMessages() {
+    document.querySelectorAll(".messages [data-until-ended]").forEach(function (item) {
+      var list = item.parentNode;
+      item.remove();
+      if (list && !list.children.length) { list.remove(); }
+    });
   }
 
   // Polling: the fallback when EventSource is missing or the stream is refused (503 when the server serves
