@@ -11,11 +11,10 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
@@ -25,6 +24,7 @@ from django.views.decorators.http import require_POST
 from . import services
 from .models import ApiToken, LongTimeTask, TaskAuditEvent, TaskState
 from .registry import InvalidParams, UnknownTaskType
+from .timezones import ZONE_SCRIPT, time_html
 
 if TYPE_CHECKING:
     TaskAdminBase = admin.ModelAdmin[LongTimeTask]
@@ -36,14 +36,6 @@ else:
 
 T = TypeVar("T")
 
-STATE_COLORS = {
-    TaskState.PENDING: "#ffc107",  # yellow
-    TaskState.RUNNING: "#17a2b8",  # blue
-    TaskState.RETRYING: "#fd7e14",  # orange
-    TaskState.FINISHED: "#28a745",  # green
-    TaskState.FAILED: "#dc3545",  # red
-    TaskState.CANCELLED: "#6c757d",  # grey
-}
 EMPTY = "—"
 # What a cancel, retry or re-run can refuse with; each is reported per task, never as a server error.
 REFUSALS = (
@@ -60,7 +52,23 @@ CHANGE_URL = "{}:long_time_task_longtimetask_change"
 
 
 def when(value: datetime) -> SafeString:
-    return format_html('<time datetime="{}">{}</time>', value.isoformat(), formats.localize(timezone.localtime(value)))
+    """A time as the dashboard shows it: the viewer's zone, ``2025-01-05 23:33:00 UTC+08:00``."""
+    return time_html(value)
+
+
+def time_field(model: type[Model], name: str) -> Callable[[Any, Any], SafeString | str]:
+    """A column or read-only field showing the model's datetime field ``name`` with ``when`` (Django's own
+    display of a datetime follows the language's format: 12-hour in English, no zone)."""
+
+    field = model._meta.get_field(name)
+    label = field.verbose_name if isinstance(field, Field) else name
+
+    @admin.display(description=label, ordering=name)
+    def show(model_admin: Any, obj: Any) -> SafeString | str:
+        value = getattr(obj, name)
+        return when(value) if value is not None else EMPTY
+
+    return show
 
 
 def progress_bar(task: LongTimeTask) -> SafeString | str:
@@ -76,7 +84,7 @@ def progress_bar(task: LongTimeTask) -> SafeString | str:
     if task.progress_current is not None and task.progress_total:
         counts = f" ({task.progress_current}/{task.progress_total})"
     return format_html(
-        '<progress value="{}" max="100" aria-label="{}" style="width: 8em; vertical-align: middle;">{}</progress>'
+        '<progress class="ltt-progress" value="{}" max="100" aria-label="{}">{}</progress>'
         ' <span>{}{}</span> <span class="help">{}</span>',
         f"{value:g}",
         _("Progress"),
@@ -144,13 +152,15 @@ class TaskAuditEventInline(AuditInlineBase):
 
     model = TaskAuditEvent
     fk_name = "task"
-    fields = ("action", "actor_display", "at", "new_task_link", "note")
+    fields = ("action", "actor_display", "at_display", "new_task_link", "note")
     readonly_fields = fields
     extra = 0
     max_num = 0
     can_delete = False
     empty_value_display = EMPTY
     verbose_name_plural = gettext_lazy("Audit trail")
+
+    at_display = time_field(TaskAuditEvent, "at")
 
     @admin.display(description=gettext_lazy("by"))
     def actor_display(self, event: TaskAuditEvent) -> str:
@@ -191,9 +201,9 @@ class LongTimeTaskAdmin(TaskAdminBase):
         "progress_display",
         "owner",
         "attempts",
-        "create_at",
-        "start_at",
-        "finish_at",
+        "create_at_display",
+        "start_at_display",
+        "finish_at_display",
     ]
     list_filter = ["state", "task_type", "create_at"]
     search_fields = ["celery_task_id", "task_type"]
@@ -209,12 +219,23 @@ class LongTimeTaskAdmin(TaskAdminBase):
         (gettext_lazy("Status information"), {"fields": ("state_display", "attempts", "worker", "queue", "priority")}),
         (
             gettext_lazy("Progress"),
-            {"fields": ("progress_display", "progress_current", "progress_total", "progress_at")},
+            {"fields": ("progress_display", "progress_current", "progress_total", "progress_at_display")},
         ),
-        (gettext_lazy("Time information"), {"fields": ("create_at", "run_after", "start_at", "finish_at", "retry_at")}),
+        (
+            gettext_lazy("Time information"),
+            {
+                "fields": (
+                    "create_at_display",
+                    "run_after_display",
+                    "start_at_display",
+                    "finish_at_display",
+                    "retry_at_display",
+                )
+            },
+        ),
         (
             gettext_lazy("Operations"),
-            {"fields": ("cancel_requested_at", "retry_of_link", "retries_links", "idempotency_key")},
+            {"fields": ("cancel_requested_at_display", "retry_of_link", "retries_links", "idempotency_key")},
         ),
         (
             gettext_lazy("Result information"),
@@ -223,12 +244,26 @@ class LongTimeTaskAdmin(TaskAdminBase):
     )
     readonly_fields = flatten_fieldsets(fieldsets)
 
+    class Media:
+        css = {"all": ["long_time_task/admin.css"]}
+        js = [ZONE_SCRIPT]  # tells the site the viewer's zone, and redraws the times in it
+
+    # ------------------------------------------------------------ times: the viewer's zone, as on the dashboard
+
+    create_at_display = time_field(LongTimeTask, "create_at")
+    run_after_display = time_field(LongTimeTask, "run_after")
+    start_at_display = time_field(LongTimeTask, "start_at")
+    finish_at_display = time_field(LongTimeTask, "finish_at")
+    retry_at_display = time_field(LongTimeTask, "retry_at")
+    progress_at_display = time_field(LongTimeTask, "progress_at")
+    cancel_requested_at_display = time_field(LongTimeTask, "cancel_requested_at")
+
     # ------------------------------------------------------------ columns and fields
 
     @admin.display(description=gettext_lazy("State"), ordering="state")
     def state_display(self, obj: LongTimeTask) -> SafeString:
-        color = STATE_COLORS.get(TaskState(obj.state), "#6c757d") if obj.state in TaskState.values else "#6c757d"
-        label = format_html('<span style="color: {}; font-weight: bold;">{}</span>', color, obj.get_state_display())
+        # The seed's colours, from admin.css (a Content-Security-Policy without 'unsafe-inline' drops style="").
+        label = format_html('<span class="ltt-state ltt-state-{}">{}</span>', obj.state, obj.get_state_display())
         if obj.state == TaskState.RUNNING and obj.cancel_requested_at is not None:
             return format_html('{} <span class="help">{}</span>', label, _("(cancel requested)"))
         if obj.state == TaskState.PENDING and obj.run_after is not None:
@@ -438,11 +473,17 @@ class LongTimeTaskAdmin(TaskAdminBase):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(TokenAdminBase):
-    list_display = ["key_prefix", "user", "name", "created_at", "expires_at", "revoked_at"]
+    list_display = ["key_prefix", "user", "name", "created_at_display", "expires_at_display", "revoked_at_display"]
     list_select_related = ["user"]
     search_fields = ["user__username", "name", "key_prefix"]
-    readonly_fields = ["user", "key_prefix", "key_hash", "created_at"]
-    fields = ["user", "name", "key_prefix", "key_hash", "created_at", "expires_at", "revoked_at"]
+    readonly_fields = ["user", "key_prefix", "key_hash", "created_at_display"]
+    fields = ["user", "name", "key_prefix", "key_hash", "created_at_display", "expires_at", "revoked_at"]
+    created_at_display = time_field(ApiToken, "created_at")
+    expires_at_display = time_field(ApiToken, "expires_at")
+    revoked_at_display = time_field(ApiToken, "revoked_at")
+
+    class Media:
+        js = [ZONE_SCRIPT]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tokens are issued by `manage.py create_api_token`, which shows the token once

@@ -6,28 +6,32 @@ attempts, cancel request), and closes after ``LONG_TIME_TASK_EVENTS_STREAM_SECON
 ``EventSource`` reconnects by itself (``retry:``), and since each connection starts with the full state,
 nothing is missed in between. A task stream also ends (``event: end``) once its task is finished.
 
+Under WSGI (gunicorn's gthread, runserver) an open stream holds a server thread, which would otherwise
+serve requests: a process serves at most ``LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS`` (1) streams at once,
+whoever opens them, and none on a server that runs one request at a time (``wsgi.multithread`` false,
+e.g. gunicorn's sync worker). A refused stream answers 503 with ``Retry-After``, and the dashboard polls
+meanwhile. Under ASGI (uvicorn) a stream holds no thread, and only the per-user cap applies.
+
 Streams do not touch the database themselves. One :class:`Hub` thread per process polls the rows of every
 task that any open stream watches, with one query every ``LONG_TIME_TASK_EVENTS_POLL_INTERVAL`` (0.5 s), over
 one connection, which it closes when the last stream goes. So a thousand idle streams cost one database
-connection per web process, not a thousand. Under WSGI (runserver, gunicorn) a stream holds a server
-thread while it is open; under ASGI (uvicorn) it holds none: see docs/dashboard.md.
+connection per web process, not a thousand. See docs/dashboard.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
-from django.core.handlers.asgi import ASGIRequest
 from django.db import DatabaseError, connection
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -35,7 +39,7 @@ from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import renderers, status
-from rest_framework.exceptions import NotAcceptable
+from rest_framework.exceptions import NotAcceptable, Throttled
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -79,21 +83,46 @@ def poll_interval() -> float:
 
 
 def enabled() -> bool:
-    """``LONG_TIME_TASK_EVENTS_ENABLED = False`` answers 503: the dashboard then polls (for servers where a
-    stream would hold a scarce thread, e.g. gunicorn's gthread with few threads)."""
+    """``LONG_TIME_TASK_EVENTS_ENABLED = False`` answers 503: the dashboard then polls."""
     return bool(getattr(settings, "LONG_TIME_TASK_EVENTS_ENABLED", True))
 
 
-def check_enabled() -> None:
+def wsgi_max_streams() -> int:
+    """Streams one WSGI process serves at once, all users together: each holds a server thread."""
+    return max(0, int(_setting("WSGI_MAX_STREAMS", 1)))
+
+
+Server = Literal["asgi", "wsgi-threads", "wsgi-single"]
+
+
+def server_of(request: Request) -> Server:
+    """How the server runs this request. A WSGI server puts PEP 3333's keys in ``META`` (the environ) and
+    says there whether it runs requests in threads; an ASGI request has none of them."""
+    if "wsgi.version" not in request.META:
+        return "asgi"
+    return "wsgi-threads" if request.META.get("wsgi.multithread") else "wsgi-single"
+
+
+def check_enabled(request: Request) -> None:
+    """503 ``events_disabled`` where this server serves no streams: the caller polls instead."""
     if not enabled():
-        raise ApiError(
-            _("Live updates are turned off on this server; poll instead."),
-            code="events_disabled",
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
+        message = _("Live updates are turned off on this server; poll instead.")
+    elif server_of(request) == "wsgi-single":
+        message = _("This server runs one request at a time, which a stream would hold; poll instead.")
+    elif server_of(request) == "wsgi-threads" and wsgi_max_streams() == 0:
+        message = _("Live updates are not served by this WSGI server; poll instead.")
+    else:
+        return
+    raise ApiError(message, code="events_disabled", status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
 
 
 KEEPALIVE_SECONDS = 10.0  # a comment line: keeps proxies from closing the stream, and finds gone clients
+# Under WSGI a gone client is only noticed when a write fails (the second after it left), and until then
+# its stream holds a thread and a slot: write every second there.
+WSGI_KEEPALIVE_SECONDS = 1.0
+# A refused stream's Retry-After: time enough for the stream of a page just left (a dashboard's previous page)
+# to be noticed gone and given back.
+RETRY_AFTER_SECONDS = 3
 RETRY_MS = 1000
 
 
@@ -292,7 +321,8 @@ class Stream:
             chunks.append(sse("end", {"reason": "finished"}))
         return chunks, done
 
-    def iterate(self) -> Iterator[str]:
+    def iterate(self) -> Generator[str, None, None]:
+        """Under WSGI: waits in this server thread (see ``WSGI_KEEPALIVE_SECONDS``)."""
         chunks, seen = self.first()
         yield from chunks
         if self.single and chunks[-1].startswith("event: end"):
@@ -301,7 +331,7 @@ class Stream:
         announced: set[int] = set()
         try:
             deadline = time.monotonic() + stream_seconds()
-            keepalive = time.monotonic() + KEEPALIVE_SECONDS
+            keepalive = time.monotonic() + WSGI_KEEPALIVE_SECONDS
             while (now := time.monotonic()) < deadline:
                 generation = hub.wait(generation, timeout=min(deadline, keepalive) - now)
                 chunks, done = self.changes(seen, announced, self.max_id)
@@ -310,11 +340,11 @@ class Stream:
                     return
                 if not chunks and time.monotonic() >= keepalive:
                     yield ": keepalive\n\n"
-                    keepalive = time.monotonic() + KEEPALIVE_SECONDS
+                    keepalive = time.monotonic() + WSGI_KEEPALIVE_SECONDS
         finally:
             hub.leave(self.ids)
 
-    async def aiterate(self) -> AsyncIterator[str]:
+    async def aiterate(self) -> AsyncGenerator[str, None]:
         """The same under ASGI: waits in the event loop, holding no thread and no database connection."""
         chunks, seen = self.first()
         for chunk in chunks:
@@ -345,29 +375,54 @@ class Stream:
             hub.leave(self.ids)
 
 
-class OpenStreams:
-    """How many streams each user has open in this process, to refuse one user a server's worth of them.
+class Slot:
+    """One open stream's place in :class:`OpenStreams`, given back once, on whichever comes first: the
+    stream's end, the server closing the response (a finished stream, or a client gone), or the response
+    being dropped without ever being sent."""
 
-    A stream counts from its response's creation until the server closes the response (finished, or the
-    client went away), which Django reports through the response's closers under WSGI and ASGI alike.
-    """
+    def __init__(self, streams: OpenStreams, user_id: Any) -> None:
+        self.streams, self.user_id, self.held = streams, user_id, True
+
+    def release(self) -> None:
+        self.streams.release(self)
+
+
+Refusal = Literal["too_many_streams", "events_busy"]
+
+
+class OpenStreams:
+    """The streams open in this process: per user (so that no one takes a server's worth of them), and in
+    all (under WSGI, where each holds a server thread)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[Any] = Counter()
+        self.total = 0
 
-    def acquire(self, user_id: Any, limit: int) -> bool:
+    def acquire(self, user_id: Any, *, per_user: int, in_all: int | None) -> Slot | Refusal:
+        """A slot, or the code of the cap that refuses one (``in_all``: None for no cap)."""
         with self._lock:
-            if self._counts[user_id] >= limit:
-                return False
+            if in_all is not None and self.total >= in_all:
+                return "events_busy"
+            if self._counts[user_id] >= per_user:
+                return "too_many_streams"
             self._counts[user_id] += 1
-            return True
+            self.total += 1
+            return Slot(self, user_id)
 
-    def release(self, user_id: Any) -> None:
+    def release(self, slot: Slot) -> None:
         with self._lock:
-            self._counts[user_id] -= 1
-            if self._counts[user_id] <= 0:
-                del self._counts[user_id]
+            if not slot.held:
+                return
+            slot.held = False
+            self.total -= 1
+            self._counts[slot.user_id] -= 1
+            if self._counts[slot.user_id] <= 0:
+                del self._counts[slot.user_id]
+
+    def of(self, user_id: Any) -> int:
+        with self._lock:
+            return self._counts[user_id]
 
 
 open_streams = OpenStreams()
@@ -377,35 +432,96 @@ def max_streams_per_user() -> int:
     return int(_setting("MAX_PER_USER", 10))
 
 
+class StreamsBusy(Throttled):
+    """This WSGI process serves as many streams as it may (503, with ``Retry-After``)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
 def counted_stream_response(request: Request, stream: Stream) -> StreamingHttpResponse:
-    """The stream, unless the caller already has ``LONG_TIME_TASK_EVENTS_MAX_PER_USER`` open in this process
-    (under WSGI each holds a server thread): then 429, and ``EventSource`` retries or the page polls."""
-    limit, user_id = max_streams_per_user(), request.user.pk
-    if not open_streams.acquire(user_id, limit):
-        raise ApiError(
-            _("Too many open event streams (%(limit)s); close some pages.") % {"limit": limit},
+    """The stream, unless it would pass a cap of open streams in this process: the caller's own
+    (``LONG_TIME_TASK_EVENTS_MAX_PER_USER``, 429), or under WSGI everyone's together
+    (``LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS``, 503), since each open stream holds a server thread that
+    would otherwise serve requests. Both answer with ``Retry-After``; the dashboard polls meanwhile."""
+    server = server_of(request)
+    per_user = max_streams_per_user()
+    slot = open_streams.acquire(
+        request.user.pk, per_user=per_user, in_all=wsgi_max_streams() if server != "asgi" else None
+    )
+    if slot == "events_busy":
+        raise StreamsBusy(
+            wait=RETRY_AFTER_SECONDS,
+            detail=_("This server is serving as many live streams as it may; poll meanwhile."),
+            code="events_busy",
+        )
+    if isinstance(slot, str):  # too_many_streams
+        raise Throttled(
+            wait=RETRY_AFTER_SECONDS,
+            detail=_("Too many open event streams (%(limit)s); close some pages.") % {"limit": per_user},
             code="too_many_streams",
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
         )
     try:
-        response = stream_response(request, stream)
+        response = stream_response(stream, slot, asgi=server == "asgi")
     except BaseException:
-        open_streams.release(user_id)
+        slot.release()
         raise
-    # Django calls a response's closers when the server closes it (finished, or the client went away).
-    getattr(response, "_resource_closers").append(functools.partial(open_streams.release, user_id))  # noqa: B009
+    # A response dropped unclosed (an ASGI client gone while the view ran): the slot goes with it.
+    weakref.finalize(response, slot.release)
     return response
 
 
-def stream_response(request: Request, stream: Stream) -> StreamingHttpResponse:
+class Held:
+    """A stream's chunks, holding its slot until they end or the server closes the response, which closes
+    its content: a WSGI server when the stream ends or a write to a gone client fails (PEP 3333: the
+    iterable's ``close()``), Django's ASGI handler after sending or once the client is gone."""
+
+    def __init__(self, slot: Slot, chunks: Generator[str, None, None]) -> None:
+        self.slot, self.chunks = slot, chunks
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self.chunks)
+        except BaseException:  # the end (StopIteration), or a failure: either way the stream is over
+            self.slot.release()
+            raise
+
+    def close(self) -> None:
+        try:
+            self.chunks.close()  # runs the stream's finally: it leaves the poller
+        finally:
+            self.slot.release()
+
+
+class AsyncHeld:
+    """The same for an ASGI stream (a client gone cancels the task that awaits the next chunk)."""
+
+    def __init__(self, slot: Slot, chunks: AsyncGenerator[str, None]) -> None:
+        self.slot, self.chunks = slot, chunks
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            return await anext(self.chunks)
+        except BaseException:
+            self.slot.release()
+            raise
+
+    def close(self) -> None:
+        self.slot.release()
+
+
+def stream_response(stream: Stream, slot: Slot, *, asgi: bool) -> StreamingHttpResponse:
     # The stream reads nothing more itself: give this thread's connection back now instead of holding it
     # (idle) for the stream's whole life. (Not inside a transaction, e.g. a test's.)
     if not connection.in_atomic_block:
         connection.close()
-    if isinstance(request._request, ASGIRequest):
-        response = StreamingHttpResponse(stream.aiterate(), content_type="text/event-stream; charset=utf-8")
-    else:
-        response = StreamingHttpResponse(stream.iterate(), content_type="text/event-stream; charset=utf-8")
+    content: Held | AsyncHeld = AsyncHeld(slot, stream.aiterate()) if asgi else Held(slot, stream.iterate())
+    response = StreamingHttpResponse(content, content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache, no-store"
     response["X-Accel-Buffering"] = "no"  # nginx: pass the events on at once
     return response
@@ -436,7 +552,10 @@ STREAM_DESCRIPTION = (
     "closes after about 30 s (`retry: 1000` makes `EventSource` reconnect, and every connection starts with the "
     "full state). Lines starting with `:` are keep-alives. The data of a `task` event: `id`, `task_type`, "
     "`state`, `state_display`, `terminal`, `attempts`, `progress` (`percent`, `message`, `current`, `total`, or "
-    "null), `start_at`, `finish_at`, `retry_at`, `duration` (seconds), `cancel_requested`."
+    "null), `start_at`, `finish_at`, `retry_at`, `duration` (seconds), `cancel_requested`. A stream may be "
+    "refused: 429 `too_many_streams` (the caller's open streams in this web process) or 503 `events_busy` (a "
+    "WSGI process serves few at once, since each holds a thread), both with `Retry-After`; 503 `events_disabled` "
+    "where the server serves none. Poll `GET /api/tasks/{id}/` meanwhile."
 )
 
 
@@ -455,7 +574,7 @@ class TaskEventsView(APIView):
         + " A task stream ends with an `end` event once its task is finished. Another user's task answers 404.",
     )
     def get(self, request: Request, task_id: int) -> StreamingHttpResponse:
-        check_enabled()
+        check_enabled(request)
         task = services.get_task(task_id, user=request.user)
         if task is None:
             raise ApiError(_("Task not found"), code="not_found", status_code=status.HTTP_404_NOT_FOUND)
@@ -491,7 +610,7 @@ class TaskListEventsView(APIView):
         "while the stream is open.",
     )
     def get(self, request: Request) -> StreamingHttpResponse | Response:
-        check_enabled()
+        check_enabled(request)
         raw = request.query_params.get("ids", "")
         try:
             ids = sorted({int(part) for part in raw.split(",") if part.strip()})

@@ -1,4 +1,5 @@
-"""The OpenAPI schema's submit request, documented per task type from the registry's JSON Schemas."""
+"""The OpenAPI schema's submit request, documented per task type from the registry's JSON Schemas; and the
+docs page (Swagger UI) that shows it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from .registry import LongTimeTaskRegister
 
@@ -20,6 +22,14 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped
             "scheme": "bearer",
             "description": "`Authorization: Bearer <token>` (or `Token <token>`); `manage.py create_api_token`.",
         }
+
+
+class ApiDocsView(SpectacularSwaggerSplitView):
+    """Swagger UI under a strict Content-Security-Policy: its start-up script is a second request (the split
+    view) instead of an inline script, and the page's few rules come from a stylesheet instead of an inline
+    ``<style>``."""
+
+    template_name = "long_time_task/swagger_ui.html"
 
 
 def _component_name(task_type: str) -> str:

@@ -289,6 +289,16 @@ def _task_for_action(task_id: int, user: Any) -> LongTimeTask:
     return task
 
 
+def canceller(user: Any, task: LongTimeTask) -> str:
+    """Who cancelled, as the row's message says it to everyone who reads it (the owner included): the owner,
+    staff or the system, never another person's name. The audit trail (staff only) keeps the name."""
+    if user is None or not user.is_authenticated:
+        return "the system"
+    if task.owner_id is not None and task.owner_id == user.pk:
+        return "its owner"
+    return "staff"
+
+
 @dataclass(frozen=True)
 class CancelOutcome:
     task: LongTimeTask
@@ -303,6 +313,7 @@ def cancel_task(task_id: int, *, user: Any = None) -> CancelOutcome:
     tasks = LongTimeTask.objects
     task = _task_for_action(task_id, user)
     who = user.get_username() if user is not None and user.is_authenticated else SYSTEM
+    message = f"Cancelled by {canceller(user, task)} before it started."
     for _ in range(3):  # the state may move between the read and the guarded write: read again
         if task.is_terminal:
             raise ActionNotAllowed(
@@ -311,7 +322,7 @@ def cancel_task(task_id: int, *, user: Any = None) -> CancelOutcome:
             )
         with transaction.atomic():
             if task.is_waiting:
-                if tasks.cancel_waiting(task.id, message=f"Cancelled by {who} before it started."):
+                if tasks.cancel_waiting(task.id, message=message):
                     record(task.id, AuditAction.CANCELLED, actor=user)
                     logger.info("Task %s cancelled by %s before it started", task.id, who)
                     return CancelOutcome(tasks.get(id=task.id), cancelled=True)

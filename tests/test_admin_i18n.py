@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.utils import translation
 
 from long_time_task.models import LongTimeTask, TaskState
@@ -65,8 +66,12 @@ def test_admin_list_shows_colored_states_filters_and_search(admin_client_logged_
     page = admin_client_logged_in.get("/admin/long_time_task/longtimetask/")
     html = page.content.decode()
     assert page.status_code == 200
-    assert 'style="color: #28a745; font-weight: bold;">Finished</span>' in html
-    assert 'style="color: #dc3545; font-weight: bold;">Failed</span>' in html
+    assert '<span class="ltt-state ltt-state-FINISHED">Finished</span>' in html
+    assert '<span class="ltt-state ltt-state-FAILED">Failed</span>' in html
+    assert 'href="/static/long_time_task/admin.css"' in html  # the colours (no inline style: the CSP)
+    css = Path(finders.find("long_time_task/admin.css")).read_text()
+    assert ".ltt-state-FINISHED { color: #28a745; }" in css and ".ltt-state-FAILED { color: #dc3545; }" in css
+    assert "style=" not in html.split('id="result_list"')[1]  # the columns
     assert "state__exact=FAILED" in html and "?task_type=test_fail" in html  # the filters
     found = admin_client_logged_in.get(f"/admin/long_time_task/longtimetask/?q={done.id}")
     assert found.context["cl"].result_count == 1

@@ -63,10 +63,10 @@ def test_changelist_shows_an_accessible_progress_bar_with_percent_and_escaped_me
     task_of(user, TaskState.RUNNING, progress=40, progress_message="<b>rows</b>", progress_current=4, progress_total=10)
     task_of(user, TaskState.FINISHED)
     html = admin_client.get(CHANGELIST).content.decode()
-    assert '<progress value="40" max="100" aria-label="Progress"' in html
+    assert '<progress class="ltt-progress" value="40" max="100" aria-label="Progress"' in html
     assert "40% (4/10)" in html
     assert "&lt;b&gt;rows&lt;/b&gt;" in html and "<b>rows</b>" not in html
-    assert '<progress value="100" max="100"' in html  # FINISHED is full, even without reports
+    assert '<progress class="ltt-progress" value="100" max="100"' in html  # FINISHED is full, even without reports
 
 
 def test_progress_is_a_dash_before_the_first_report_and_stays_within_bounds(user):
@@ -81,7 +81,7 @@ def test_state_column_shows_cancelled_in_grey_a_cancel_request_and_a_delayed_sta
     task_of(user, TaskState.RUNNING, cancel_requested_at=timezone.now())
     task_of(user, TaskState.PENDING, run_after=timezone.now() + timedelta(hours=2))
     html = admin_client.get(CHANGELIST).content.decode()
-    assert 'style="color: #6c757d; font-weight: bold;">Cancelled</span>' in html
+    assert '<span class="ltt-state ltt-state-CANCELLED">Cancelled</span>' in html  # grey, from admin.css
     assert "(cancel requested)" in html
     assert "starts at <time datetime=" in html
 
@@ -238,7 +238,7 @@ def test_task_page_shows_buttons_links_and_the_audit_trail(admin_client, user):
     html = admin_client.get(change_url(failed)).content.decode()
     assert f'href="{CHANGELIST}{failed.id}/retry/"' in html and "Retry…" in html
     assert f"{failed.id}/cancel/" not in html
-    assert '<progress value="40"' in html and "half way" in html
+    assert '<progress class="ltt-progress" value="40"' in html and "half way" in html
     assert "Retries and re-runs" in html and f'<a href="{change_url(new)}">Task {new.id}</a>' in html
     assert "Audit trail" in html and "operator" in html and "Retried" in html
     assert 'name="_save"' not in html

@@ -357,3 +357,81 @@ def test_a_result_names_files_only_for_types_that_declare_them(browser: Client, 
     (settings.LONG_TIME_TASK_RESULTS_DIR / "theirs.csv").write_text("secret\n")
     task = make(user, TaskState.FINISHED, result={"output_file": "theirs.csv"})
     assert browser.get(reverse("ltt_dashboard:task_file", args=[task.id, "theirs.csv"])).status_code == 404
+
+
+# ---------------------------------------------------------------- who did it: staff names stay with staff
+
+
+@pytest.fixture
+def operator(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="ops-oliver", password="x", is_staff=True)
+
+
+def timeline_of(client: Client, task: LongTimeTask) -> list[str]:
+    return [item["label"] for item in client.get(detail(task.id)).context["timeline"]]
+
+
+def test_the_owner_reads_that_staff_cancelled_the_task_not_who(
+    browser: Client, user: Any, operator: Any, client: Client
+) -> None:
+    task = make(user)
+    services.cancel_task(task.id, user=operator)
+    page = browser.get(detail(task.id)).content.decode()
+    assert "ops-oliver" not in page
+    assert "Cancelled by staff before it started." in page
+    assert "Cancelled by staff" in timeline_of(browser, task)
+    api = browser.get(f"/api/tasks/{task.id}/").json()
+    assert api["task"]["error_message"] == "Cancelled by staff before it started."
+    assert "ops-oliver" not in str(api)
+    # Staff still see who it was, in the timeline (and in the audit trail).
+    client.force_login(operator)
+    assert "Cancelled by ops-oliver" in timeline_of(client, task)
+
+
+def test_the_owner_reads_their_own_cancel_and_the_systems(browser: Client, user: Any) -> None:
+    mine, the_systems = make(user), make(user)
+    services.cancel_task(mine.id, user=user)
+    services.cancel_task(the_systems.id, user=None)
+    mine.refresh_from_db()
+    the_systems.refresh_from_db()
+    assert mine.error_message == "Cancelled by its owner before it started."
+    assert "Cancelled by you" in timeline_of(browser, mine)
+    assert the_systems.error_message == "Cancelled by the system before it started."
+    assert "Cancelled by the system" in timeline_of(browser, the_systems)
+
+
+def test_a_cancel_request_shows_once_in_the_timeline(browser: Client, user: Any) -> None:
+    running = make(user, TaskState.RUNNING, attempts=1)
+    services.cancel_task(running.id, user=user)
+    labels = timeline_of(browser, running)
+    assert [label for label in labels if label.startswith("Cancel requested")] == ["Cancel requested by you"]
+    # A row from before the audit trail: its column is the only trace, and it still shows.
+    from django.utils import timezone
+
+    old = make(user, TaskState.RUNNING, attempts=1, cancel_requested_at=timezone.now())
+    assert "Cancel requested" in timeline_of(browser, old)
+
+
+# ---------------------------------------------------------------- stale notes, icons
+
+
+def test_the_asked_to_stop_note_goes_once_the_task_has_ended(browser: Client, user: Any) -> None:
+    running = make(user, TaskState.RUNNING, attempts=1)
+    response = browser.post(reverse("ltt_dashboard:task_cancel", args=[running.id]), follow=True)
+    assert "it has been asked to stop" in response.content.decode()  # true while it runs
+    browser.post(reverse("ltt_dashboard:task_cancel", args=[running.id]))  # the note waits for the next page
+    LongTimeTask.objects.filter(id=running.id).update(state=TaskState.CANCELLED)  # it stopped meanwhile
+    page = browser.get(detail(running.id)).content.decode()
+    assert "asked to stop" not in page
+
+
+def test_every_page_has_an_icon(browser: Client, client: Client) -> None:
+    from django.contrib.staticfiles import finders
+
+    page = browser.get(LIST).content.decode()
+    assert 'rel="icon" href="/static/long_time_task_dashboard/favicon.svg"' in page
+    assert finders.find("long_time_task_dashboard/favicon.svg")
+    # Pages that name no icon (the admin's): browsers ask for /favicon.ico.
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302 and response["Location"] == "/static/long_time_task_dashboard/favicon.ico"
+    assert finders.find("long_time_task_dashboard/favicon.ico")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import zoneinfo
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -18,26 +17,33 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import services
+from ..audit import SYSTEM
 from ..conf import conf
-from ..models import TERMINAL_STATES, LongTimeTask, TaskState
+from ..models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
 from ..pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
 from ..querysets import sees_all
 from ..registry import InvalidParams, LongTimeTaskRegister, TaskConfig, UnknownTaskType
 from ..retention import result_files
+from ..timezones import viewer_timezone
 from . import overview as stats
 from .forms import FilterForm, ParamsForm
 
-TIMEZONE_COOKIE = "ltt_tz"
 PAGE_SIZE = 25
+# Audit events that stand for the task's cancel request in its timeline.
+CANCEL_ACTIONS = frozenset({AuditAction.CANCEL_REQUESTED, AuditAction.CANCELLED})
+# The tag of a message that is only true while the task runs (the page drops it once the task has ended).
+UNTIL_ENDED = "until-ended"
 View = Callable[..., HttpResponseBase]
 
 
 def dashboard_view(view: View) -> View:
-    """Login required; times shown in the viewer's time zone (a cookie the page's script sets)."""
+    """Login required; times shown in the viewer's time zone (long_time_task.timezones); no cache
+    keeps a copy of the page (Cache-Control: no-store, private): it shows the viewer's own tasks."""
 
     @login_required
     @functools.wraps(view)
@@ -47,19 +53,10 @@ def dashboard_view(view: View) -> View:
             response = view(request, *args, **kwargs)
             if hasattr(response, "render") and not getattr(response, "is_rendered", True):
                 response.render()
-            return response
+        add_never_cache_headers(response)
+        return response
 
     return wrapper
-
-
-def viewer_timezone(request: HttpRequest) -> zoneinfo.ZoneInfo | None:
-    name = request.COOKIES.get(TIMEZONE_COOKIE, "")
-    if not name or len(name) > 64:
-        return None
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def submittable(user: Any) -> list[TaskConfig]:
@@ -146,7 +143,7 @@ def _int(raw: str | None, default: int) -> int:
 # ---------------------------------------------------------------- detail
 
 
-def timeline(task: LongTimeTask, events: list[Any]) -> list[dict[str, Any]]:
+def timeline(task: LongTimeTask, events: list[Any], viewer: Any) -> list[dict[str, Any]]:
     """The task's history from its columns and its audit trail, oldest first. Attempts before the current
     one are not stored one by one: their count and the first start are."""
     items: list[dict[str, Any]] = [{"at": task.create_at, "label": _("Submitted"), "kind": "created"}]
@@ -160,18 +157,33 @@ def timeline(task: LongTimeTask, events: list[Any]) -> list[dict[str, Any]]:
         )
     if task.state == TaskState.RETRYING and task.retry_at:
         items.append({"at": task.retry_at, "label": _("Next attempt due"), "kind": "retry"})
-    if task.cancel_requested_at:
+    # The audit trail says who cancelled; the column is the only trace for rows from before the trail.
+    if task.cancel_requested_at and not any(e.action in CANCEL_ACTIONS for e in events):
         items.append({"at": task.cancel_requested_at, "label": _("Cancel requested"), "kind": "cancel"})
     if task.progress_at and not task.is_terminal:
         items.append({"at": task.progress_at, "label": _("Last progress report"), "kind": "progress"})
     for event in events:
-        label = event.get_action_display()
-        if event.actor_name:
-            label = _("%(action)s by %(who)s") % {"action": label, "who": event.actor_name}
-        items.append({"at": event.at, "label": label, "kind": "audit", "new_task": event.new_task_id})
+        items.append(
+            {"at": event.at, "label": event_label(event, viewer), "kind": "audit", "new_task": event.new_task_id}
+        )
     if task.finish_at:
         items.append({"at": task.finish_at, "label": task.get_state_display(), "kind": task.state.lower()})
     return sorted(items, key=lambda item: item["at"])
+
+
+def event_label(event: Any, viewer: Any) -> str:
+    """An audit event as ``viewer`` may read it: staff see who did it; anyone else sees "you", "staff" or
+    "the system", never another person's name."""
+    action = event.get_action_display()
+    if not event.actor_name:
+        return str(action)
+    if viewer.is_staff:
+        return _("%(action)s by %(who)s") % {"action": action, "who": event.actor_name}
+    if event.actor_id is not None and event.actor_id == viewer.pk:
+        return _("%(action)s by you") % {"action": action}
+    if event.actor_id is None and event.actor_name == SYSTEM:
+        return _("%(action)s by the system") % {"action": action}
+    return _("%(action)s by staff") % {"action": action}
 
 
 @require_GET
@@ -185,7 +197,7 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     files = [p.name for p in result_files(task.task_type, task.result)] if manage else []
     events = list(task.audit_events.select_related("new_task").all())
     retries = list(services.visible_tasks(user).filter(retry_of=task).order_by("id").values("id", "state"))
-    context = {
+    context: dict[str, Any] = {
         "task": task,
         "config": config,
         "can_cancel": manage and not task.is_terminal and task.cancel_requested_at is None,
@@ -193,11 +205,13 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         "can_rerun": manage and may_submit and task.state == TaskState.FINISHED,
         "files": files,
         "show_traceback": user.is_staff and bool(task.error_traceback),
-        "timeline": timeline(task, events),
+        "timeline": timeline(task, events, user),
         "retries": retries,
         "retry_of_visible": task.retry_of_id is not None and services.get_task(task.retry_of_id, user=user) is not None,
         "show_owner": sees_all(user),
     }
+    if task.is_terminal:  # a note about the running task ("asked to stop") is stale now
+        context["messages"] = [m for m in messages.get_messages(request) if UNTIL_ENDED not in m.tags.split()]
     return render(request, "long_time_task_dashboard/task_detail.html", context)
 
 
@@ -210,7 +224,12 @@ def task_action(request: HttpRequest, task_id: int, action: str) -> HttpResponse
             if outcome.cancelled:
                 messages.success(request, _("Task %(id)s was cancelled.") % {"id": task_id})
             else:
-                messages.info(request, _("Task %(id)s is running: it has been asked to stop.") % {"id": task_id})
+                # Only true while the task runs: the page drops it once the task has ended.
+                messages.info(
+                    request,
+                    _("Task %(id)s is running: it has been asked to stop.") % {"id": task_id},
+                    extra_tags=UNTIL_ENDED,
+                )
             return redirect("ltt_dashboard:task_detail", task_id=task_id)
         new = services.retry_task(task_id, user=request.user, rerun=action == "rerun")
     except services.TaskNotFound:

@@ -16,8 +16,13 @@ from django.conf import settings
 from tests.workers import WebServer, WorkerProcess, worker_env
 
 CHROMIUM = os.environ.get("LTT_CHROMIUM", "/usr/bin/chromium")
-# Worker side: write every progress report (the default throttles to one a second).
-STACK_ENV = {"LONG_TIME_TASK_PROGRESS_INTERVAL": "0.2", "LONG_TIME_TASK_CANCEL_GRACE_SECONDS": "5"}
+# Worker side: write every progress report (the default throttles to one a second). Web side: runserver's
+# streams as `make run` has them (a thread per connection: the Procfile allows 10 at once).
+STACK_ENV = {
+    "LONG_TIME_TASK_PROGRESS_INTERVAL": "0.2",
+    "LONG_TIME_TASK_CANCEL_GRACE_SECONDS": "5",
+    "LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS": "10",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from long_time_task import services
@@ -66,6 +67,7 @@ def test_submit_through_the_generated_form_and_watch_it_finish_live(
     expect(page.locator("[data-live-status]")).to_contain_text("Live")
     expect(state_badge(page)).to_have_text("Finished", timeout=30_000)
     expect(page.locator("#task-result pre")).to_contain_text('"steps": 8')
+    expect(page.locator("[data-live-status]")).to_have_text("")  # the stream has ended: no longer "Live"
     assert page.evaluate("window.__noReload") is True  # all of it without a reload
     moving = sorted({v for v in page.evaluate("window.__progress") if 0 < v < 100})
     assert len(moving) >= 2, f"the progress bar did not move: {moving}"
@@ -86,12 +88,30 @@ def test_cancel_a_running_task(new_page: Any, alice: Any, start_dashboard_worker
     page.goto(f"/dashboard/tasks/{task.id}/")
     expect(state_badge(page)).to_have_text("Running")
     page.get_by_role("button", name="Cancel task").click()
-    expect(page.locator(".messages")).to_contain_text("asked to stop")
+    page.wait_for_url(f"**/dashboard/tasks/{task.id}/")
     page.evaluate(WATCH)
     expect(state_badge(page)).to_have_text("Cancelled", timeout=15_000)
     assert page.evaluate("window.__noReload") is True
     expect(page.get_by_role("button", name="Cancel task")).to_have_count(0)
     expect(page.get_by_role("button", name="Retry")).to_be_visible()
+    # "It has been asked to stop" is no longer true (shown only if the page came before the stop).
+    expect(page.get_by_text("asked to stop")).to_have_count(0)
+
+
+def test_the_asked_to_stop_note_goes_when_the_task_ends(new_page: Any, alice: Any) -> None:
+    # A RUNNING row that no worker runs: the note stays until the test ends the task, deterministically.
+    task = LongTimeTask.objects.create(task_type="test_progress", owner=alice, state=TaskState.RUNNING, attempts=1)
+    page = new_page()
+    login(page, "alice", "alice-password")
+    page.goto(f"/dashboard/tasks/{task.id}/")
+    page.get_by_role("button", name="Cancel task").click()
+    expect(page.locator(".messages")).to_contain_text("asked to stop")
+    expect(page.locator("[data-live-status]")).to_contain_text("Live")
+    page.evaluate(WATCH)
+    LongTimeTask.objects.filter(id=task.id).update(state=TaskState.CANCELLED, finish_at=timezone.now())
+    expect(state_badge(page)).to_have_text("Cancelled", timeout=15_000)
+    expect(page.locator(".messages")).to_have_count(0)  # no longer true: gone, without a reload
+    assert page.evaluate("window.__noReload") is True
 
 
 def test_retry_a_failed_task(new_page: Any, alice: Any, start_dashboard_worker: Any) -> None:
@@ -128,8 +148,6 @@ def test_another_user_cannot_see_the_task(new_page: Any, alice: Any, django_user
 
 
 def test_list_filters_paging_and_phone_layout(new_page: Any, alice: Any, django_user_model: Any) -> None:
-    from django.utils import timezone
-
     now = timezone.now()
     finished = [
         LongTimeTask.objects.create(
@@ -193,3 +211,61 @@ def test_works_without_javascript_in_chinese(new_page: Any, alice: Any) -> None:
     page.get_by_role("button", name="提交", exact=True).click()
     expect(page.get_by_text(re.compile(r"任务 \d+ 已提交"))).to_be_visible()
     expect(state_badge(page)).to_have_text(re.compile("等待执行|正在执行|已完成"))
+
+
+def test_required_fields_are_red_only_once_touched(new_page: Any, alice: Any) -> None:
+    page = new_page()
+    login(page, "alice", "alice-password")
+    page.goto("/dashboard/submit/?task_type=file_processing")
+    field = page.get_by_label("File path")
+    expect(field).to_have_attribute("required", "")
+    red = "rgb(180, 35, 24)"  # --danger
+    assert field.evaluate("el => getComputedStyle(el).borderColor") != red  # nothing typed yet: not an error
+    field.fill("x")
+    field.fill("")
+    field.blur()
+    expect(field).to_have_css("border-color", red)  # touched and left empty
+
+
+def test_times_read_the_same_in_the_admin_the_dashboard_and_live(
+    new_page: Any, django_user_model: Any, start_dashboard_worker: Any
+) -> None:
+    import zoneinfo
+    from datetime import UTC, datetime
+    from urllib.parse import unquote
+
+    from long_time_task.timezones import display_time
+
+    admin = django_user_model.objects.create_superuser("admin", "admin@example.com", "admin-password")
+    instant = datetime(2025, 1, 5, 15, 33, 7, tzinfo=UTC)
+    done = LongTimeTask.objects.create(task_type="test_echo", owner=admin, state=TaskState.FINISHED)
+    LongTimeTask.objects.filter(id=done.id).update(create_at=instant, start_at=instant, finish_at=instant)
+    shown = "2025-01-05 21:03:07 UTC+05:30"
+    page = new_page(timezone_id="Asia/Kolkata")
+
+    # The admin first: the site does not know the viewer's zone yet and draws TIME_ZONE; the script redraws
+    # the times in the browser's zone, with the server's format, and tells the site the zone.
+    page.goto(f"/admin/login/?next=/admin/long_time_task/longtimetask/{done.id}/change/")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill("admin-password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("time[data-local]").first).to_have_text(shown)
+    assert set(page.locator("time[data-local]").all_text_contents()) == {shown}
+    told = {c["name"]: c["value"] for c in page.context.cookies()}.get("ltt_tz", "")
+    assert unquote(told) in {"Asia/Kolkata", "Asia/Calcutta"}  # (ICU's name for it)
+    # Now the server draws the same text itself, on the dashboard and in the admin.
+    for url in (f"/dashboard/tasks/{done.id}/", f"/admin/long_time_task/longtimetask/{done.id}/change/"):
+        assert f"data-local>{shown}</time>" in page.request.get(url).text(), url
+    page.goto(f"/dashboard/tasks/{done.id}/")
+    assert set(page.locator("time[data-local]").all_text_contents()) == {shown}
+
+    # A time the script writes from a live update reads the same as the server's.
+    task = services.submit("test_progress", {"steps": 20, "delay": 0.2}, owner=admin).task
+    page.goto("/dashboard/")
+    start_dashboard_worker()
+    started = page.locator(f'tr[data-task-id="{task.id}"] [data-field="start_at"] time')
+    expect(started).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\+05:30$"), timeout=30_000)
+    task.refresh_from_db()
+    with timezone.override(zoneinfo.ZoneInfo("Asia/Kolkata")):
+        assert started.text_content() == display_time(task.start_at)
+    services.cancel_task(task.id, user=admin)

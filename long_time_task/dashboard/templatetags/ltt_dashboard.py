@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django import template
 from django.utils.html import json_script
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
+
+from ...timezones import time_html
 
 register = template.Library()
 
@@ -28,6 +32,12 @@ def seconds(value: float | None) -> str:
     if minutes:
         return _("%(m)d min %(s)d s") % {"m": minutes, "s": secs}
     return _("%(s)d s") % {"s": secs}
+
+
+@register.filter
+def local_time(value: datetime) -> SafeString:
+    """``<time>2025-01-05 23:33:00 UTC+08:00</time>``, in the viewer's zone (long_time_task.timezones)."""
+    return time_html(value)
 
 
 @register.filter

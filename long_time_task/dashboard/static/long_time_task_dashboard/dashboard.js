@@ -1,29 +1,16 @@
 /* The task dashboard's script: live updates from the API's Server-Sent Events (polling when they fail),
-   times in the viewer's time zone, and a type picker that needs no button. Every page works without it. */
+   and a type picker that needs no button. Every page works without it. */
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
 
   var strings = {};
   try { strings = JSON.parse(document.getElementById("ltt-strings").textContent); } catch (e) { /* none */ }
-  var lang = document.documentElement.lang || undefined;
 
-  // The server renders times in the zone of this cookie (else its own); the browser knows the viewer's.
-  var zone = "";
-  try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { /* old browser */ }
-  if (zone && document.cookie.indexOf("ltt_tz=" + encodeURIComponent(zone)) === -1) {
-    document.cookie = "ltt_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax";
-  }
-  var timeFormat = new Intl.DateTimeFormat(lang, {
-    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
-    hour12: false, timeZoneName: "short"
-  });
-  function formatTime(iso) { return timeFormat.format(new Date(iso)); }
-  function localTimes(root) {
-    root.querySelectorAll("time[data-local]").forEach(function (el) {
-      el.textContent = formatTime(el.getAttribute("datetime"));
-    });
-  }
+  // Times: long_time_task/timezone.js (loaded first) draws them in the viewer's zone.
+  var times = window.lttTime || { format: function (iso) { return iso; }, redraw: function () {} };
+  function formatTime(iso) { return times.format(iso); }
+  function localTimes(root) { times.redraw(root); }
   function timeHtml(iso) {
     if (!iso) { return "–"; }
     var t = document.createElement("time");
@@ -45,8 +32,6 @@
   document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
     select.addEventListener("change", function () { if (select.value) { select.form.submit(); } });
   });
-
-  localTimes(document);
 
   var root = document.querySelector("[data-live]");
   if (!root) { return; }
@@ -101,9 +86,10 @@
         if (!fresh || !current) { return; }
         var focused = document.activeElement && document.activeElement.id;
         current.replaceWith(fresh);
+        if (!fresh.hasAttribute("data-events-url")) { dropStaleMessages(); }
         localTimes(fresh);
         status = document.querySelector("[data-live-status]");
-        setStatus(source ? strings.live : "");
+        setStatus(source ? strings.live : (pollTimer ? strings.polling : ""));
         if (focused && document.getElementById(focused)) { document.getElementById(focused).focus(); }
       })
       .catch(function () { /* the next event or poll tries again */ })
@@ -111,7 +97,17 @@
     return refreshing;
   }
 
-  // Polling: the fallback when EventSource is missing or the stream fails for good.
+  // A note that is true only while the task runs ("it has been asked to stop") goes once the task has ended.
+  function dropStaleMessages() {
+    document.querySelectorAll(".messages [data-until-ended]").forEach(function (item) {
+      var list = item.parentNode;
+      item.remove();
+      if (list && !list.children.length) { list.remove(); }
+    });
+  }
+
+  // Polling: the fallback when EventSource is missing or the stream is refused (503 when the server serves
+  // no more streams, 429 at the user's cap; EventSource cannot tell which, nor read Retry-After).
   var pollTimer = null;
   function poll() {
     if (pollTimer) { return; }
@@ -119,35 +115,53 @@
     pollTimer = window.setInterval(function () {
       if (document.hidden) { return; }
       var live = document.querySelector("[data-live]");
-      if (detail && live && !live.hasAttribute("data-events-url")) { window.clearInterval(pollTimer); setStatus(""); return; }
+      if (detail && live && !live.hasAttribute("data-events-url")) { stopPolling(); setStatus(""); return; }
       refresh();
     }, 3000);
   }
+  function stopPolling() {
+    if (pollTimer) { window.clearInterval(pollTimer); pollTimer = null; }
+  }
 
   var source = null;
-  var url = root.getAttribute("data-events-url");
-  if (!url) { return; }
+  if (!root.getAttribute("data-events-url")) { return; }
   if (!window.EventSource) { poll(); return; }
-  source = new EventSource(url, { withCredentials: true });
-  source.addEventListener("open", function () { setStatus(strings.live); });
-  source.addEventListener("task", function (event) { applyTask(JSON.parse(event.data)); });
-  source.addEventListener("end", function () {
-    source.close();
-    setStatus("");
-    if (detail) { refresh(); }
-  });
-  source.addEventListener("created", function () {
-    var notice = document.querySelector("[data-new-tasks]");
-    if (!notice || !notice.hidden) { return; }
-    notice.textContent = strings.newTasks + " ";
-    var link = document.createElement("a");
-    link.href = window.location.pathname + window.location.search;
-    link.textContent = strings.show;
-    notice.appendChild(link);
-    notice.hidden = false;
-  });
-  source.addEventListener("error", function () {
-    // A stream that ends is reopened by the browser; one that cannot be opened (an HTTP error) is CLOSED.
-    if (source.readyState === EventSource.CLOSED) { source = null; poll(); }
-  });
+  // A refused stream is asked for again while the page polls, less often each time (3 s, the server's
+  // Retry-After, then 6, 12, … up to 2 min): the previous page's stream is given back within about 2 s,
+  // and another one when its page closes.
+  var retryDelay = 3000;
+  function listen() {
+    var live = document.querySelector("[data-live]");
+    var url = live && live.getAttribute("data-events-url");
+    if (!url) { return; }  // the task finished meanwhile
+    var stream = source = new EventSource(url, { withCredentials: true });
+    stream.addEventListener("open", function () { stopPolling(); retryDelay = 3000; setStatus(strings.live); });
+    stream.addEventListener("task", function (event) { applyTask(JSON.parse(event.data)); });
+    stream.addEventListener("end", function () {
+      stream.close();
+      source = null;
+      setStatus("");
+      if (detail) { refresh(); }
+    });
+    stream.addEventListener("created", function () {
+      var notice = document.querySelector("[data-new-tasks]");
+      if (!notice || !notice.hidden) { return; }
+      notice.textContent = strings.newTasks + " ";
+      var link = document.createElement("a");
+      link.href = window.location.pathname + window.location.search;
+      link.textContent = strings.show;
+      notice.appendChild(link);
+      notice.hidden = false;
+    });
+    stream.addEventListener("error", function () {
+      // A stream that ends is reopened by the browser; one that cannot be opened (an HTTP error) is CLOSED.
+      if (stream.readyState === EventSource.CLOSED) {
+        source = null;
+        poll();
+        window.setTimeout(listen, retryDelay);
+        retryDelay = Math.min(retryDelay * 2, 120000);
+      }
+    });
+  }
+  listen();
 })();
