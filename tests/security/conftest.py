@@ -44,7 +44,7 @@ def stack_database(worker_database: str, django_db_blocker: Any) -> Iterator[str
         yield worker_database
         return
     with django_db_blocker.unblock():
-        connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
         yield str(connection.settings_dict["NAME"])
     finally:

@@ -118,7 +118,7 @@ def test_the_dashboard_escapes_what_its_owner_wrote(author: Person, tasks: Tasks
     assert_escaped(failed, shows=["xss-textarea", "xss-key-name"])
     assert "Traceback" not in failed  # staff only
     assert_escaped(page(web, f"/dashboard/tasks/{tasks.converted}/"), shows=["xss-file"])
-    assert_escaped(page(web, f"/dashboard/tasks/{tasks.cancelled}/"), shows=["xss-staff"])  # cancelled by …
+    assert_escaped(page(web, f"/dashboard/tasks/{tasks.cancelled}/"), shows=["xss-script"])  # (no staff names)
     assert_escaped(page(web, "/dashboard/overview/"), shows=[f"#{tasks.failed}"])
 
 
