@@ -4,11 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run migrate test test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-instructions lint format messages clean
+.PHONY: help venv run migrate test test-deps test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-instructions lint format messages clean
 
 help:
-	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all)"
-	@echo "make test    - the whole test suite (real PostgreSQL and Redis when they answer)"
+	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all;"
+	@echo "               WEB_PORT=8001 for another port)"
+	@echo "make test    - install what the tests need (chromium), then the whole test suite (real PostgreSQL"
+	@echo "               and Redis when they answer)"
 	@echo "make test-faults - only the fault-injection suite (tests/faults)"
 	@echo "make test-browser - only the dashboard's browser tests (tests/browser, Debian's chromium)"
 	@echo "make screenshots - run the browser tests and save the dashboard screenshots into docs/img"
@@ -33,23 +35,26 @@ migrate: venv
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py setup_demo
 
-run: migrate
-	@echo ""
-	@echo "  Dashboard: http://127.0.0.1:8000/dashboard/   (log in with the demo login above)"
-	@echo "  Admin:  http://127.0.0.1:8000/admin/"
-	@echo "  API:    http://127.0.0.1:8000/api/tasks/"
-	@echo "  Token:  $(BIN)/python manage.py create_api_token demo   (the token is the last line)"
-	@echo "  Broker: $${CELERY_BROKER_URL:-embedded (SQLite file in var/)}   Database: $${DATABASE_URL:-embedded (var/db.sqlite3)}"
-	@echo ""
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
+# scripts/run migrates, creates the demo login, prints the URLs (port WEB_PORT, default 8000) and runs the
+# Procfile under honcho; Ctrl-C stops every process and ends with status 0. `exec`: no shell in between, which
+# would die of the Ctrl-C itself (and make report "Interrupt").
+run: venv
+	exec env PATH="$(abspath $(BIN)):$$PATH" scripts/run
 
-test: venv
+test: venv test-deps
 	$(BIN)/python -m pytest
 
-test-browser: venv
+# What the tests need besides the virtualenv: Debian's chromium for the dashboard's browser tests (Playwright's
+# own browser download is not used), installed here when missing, as root or with sudo.
+test-deps:
+	@command -v "$${LTT_CHROMIUM:-chromium}" >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		|| { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; }
+
+test-browser: venv test-deps
 	$(BIN)/python -m pytest tests/browser
 
-screenshots: venv
+screenshots: venv test-deps
 	LTT_DASHBOARD_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/browser
 
 test-faults: venv

@@ -47,13 +47,29 @@ def unavailable(missing: list[str]) -> None:
     pytest.skip(f"needs real services, {message}")
 
 
+VENDOR_NAMES = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
+
+
+def services_summary(missing: set[str], vendor: str, broker_url: str) -> str:
+    """The skip summary: what was missing, and what the rest of the run used (its database and broker)."""
+    scheme = broker_url.split("://", 1)[0]
+    database = VENDOR_NAMES.get(vendor, vendor)
+    used = f"{database} with a {scheme}:// broker"
+    if vendor == "sqlite" and scheme.startswith("sqla"):
+        used = f"the embedded default ({used})"
+    return (
+        "Skipped the tests that need: " + ", ".join(sorted(missing)) + f". The rest ran on {used}; start the "
+        "services (or set TEST_DATABASE_URL / TEST_REDIS_URL / TEST_AMQP_URL) to run them."
+    )
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if SKIPPED_SERVICES:
+        from django.db import connection
+
         terminalreporter.section("services")
         terminalreporter.write_line(
-            "Skipped the tests that need: " + ", ".join(sorted(SKIPPED_SERVICES)) + ". "
-            "The rest ran on the embedded default (SQLite); start the services (or set TEST_DATABASE_URL / "
-            "TEST_REDIS_URL / TEST_AMQP_URL) to run them."
+            services_summary(SKIPPED_SERVICES, connection.vendor, str(settings.CELERY_BROKER_URL))
         )
 
 
