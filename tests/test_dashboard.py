@@ -435,3 +435,27 @@ def test_every_page_has_an_icon(browser: Client, client: Client) -> None:
     response = client.get("/favicon.ico")
     assert response.status_code == 302 and response["Location"] == "/static/long_time_task_dashboard/favicon.ico"
     assert finders.find("long_time_task_dashboard/favicon.ico")
+
+
+def takes_rows(task_id: int, params: dict[str, Any]) -> None:
+    """A handler for a type whose schema has a JSON-typed (array) property."""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("[" * 10_000 + "]" * 10_000, id="nested deeper than Python's recursion limit"),
+        pytest.param('{"n": ' + "9" * 5000 + "}", id="an integer of 5,000 digits"),
+    ],
+)
+def test_json_the_submit_form_cannot_parse_is_a_form_error_not_a_crash(browser: Client, text: str) -> None:
+    """A free-form params field (test_echo has no schema) and a JSON-typed schema property alike."""
+    with LongTimeTaskRegister.isolated():
+        LongTimeTaskRegister.register(
+            task_type="json_prop", param_schema={"type": "object", "properties": {"rows": {"type": "array"}}}
+        )(takes_rows)
+        for task_type, field in (("test_echo", "params"), ("json_prop", "rows")):
+            response = browser.post(reverse("ltt_dashboard:submit"), {"task_type": task_type, field: text})
+            assert response.status_code == 400, (task_type, response.status_code)
+            assert field in response.context["form"].errors
+    assert not LongTimeTask.objects.exists()

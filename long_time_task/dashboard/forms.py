@@ -28,6 +28,33 @@ def _label(name: str, schema: Mapping[str, Any]) -> str:
     return str(schema.get("title") or name.replace("_", " ").capitalize())
 
 
+class UnparsedJSON(str):
+    """Text given back to a form as it was typed, because it is not JSON we can parse."""
+
+    __slots__ = ()
+
+
+class JSONTextField(forms.JSONField):
+    """Django's JSONField, but text it cannot parse is a form error, never a crash: JSON nested deeper than
+    Python's recursion limit, or an integer longer than ``sys.get_int_max_str_digits()`` (Django catches only
+    ``JSONDecodeError``, when parsing and when giving the text back to the form)."""
+
+    def to_python(self, value: Any) -> Any:
+        try:
+            return super().to_python(value)
+        except (ValueError, RecursionError):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid", params={"value": "…"}) from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        try:
+            return super().bound_data(data, initial)
+        except (ValueError, RecursionError):
+            return UnparsedJSON(data)
+
+    def prepare_value(self, value: Any) -> Any:
+        return value if isinstance(value, UnparsedJSON) else super().prepare_value(value)
+
+
 def schema_field(name: str, schema: Mapping[str, Any], *, required: bool) -> forms.Field:
     """A form field for one property of a JSON Schema object."""
     kind = schema.get("type")
@@ -63,7 +90,7 @@ def schema_field(name: str, schema: Mapping[str, Any], *, required: bool) -> for
         if schema.get("format") == "date-time":
             field.widget.input_type = "datetime-local"
     else:  # objects, arrays, anything else: JSON text
-        field = forms.JSONField(widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}), **common)
+        field = JSONTextField(widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}), **common)
         if not common.get("help_text"):
             field.help_text = _("JSON")
     if default is not None:
@@ -80,7 +107,7 @@ class ParamsForm(forms.Form):
         schema = dict(config.param_schema or {})
         self.free_form = schema.get("type") != "object" or "properties" not in schema
         if self.free_form:
-            self.fields["params"] = forms.JSONField(
+            self.fields["params"] = JSONTextField(
                 label=_("Parameters (JSON)"),
                 required=False,
                 initial=dict,
