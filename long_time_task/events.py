@@ -9,8 +9,9 @@ nothing is missed in between. A task stream also ends (``event: end``) once its 
 Under WSGI (gunicorn's gthread, runserver) an open stream holds a server thread, which would otherwise
 serve requests: a process serves at most ``LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS`` (1) streams at once,
 whoever opens them, and none on a server that runs one request at a time (``wsgi.multithread`` false,
-e.g. gunicorn's sync worker). A refused stream answers 503 with ``Retry-After``, and the dashboard polls
-meanwhile. Under ASGI (uvicorn) a stream holds no thread, and only the per-user cap applies.
+e.g. gunicorn's sync worker). A refused stream answers 429 with ``Retry-After`` (not a 5xx: Django logs every
+5xx as an ERROR, and a refused stream is routine), and the dashboard polls meanwhile. Under ASGI (uvicorn)
+a stream holds no thread, and only the per-user cap applies.
 
 Streams do not touch the database themselves. One :class:`Hub` thread per process polls the rows of every
 task that any open stream watches, with one query every ``LONG_TIME_TASK_EVENTS_POLL_INTERVAL`` (0.5 s), over
@@ -432,16 +433,10 @@ def max_streams_per_user() -> int:
     return int(_setting("MAX_PER_USER", 10))
 
 
-class StreamsBusy(Throttled):
-    """This WSGI process serves as many streams as it may (503, with ``Retry-After``)."""
-
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-
-
 def counted_stream_response(request: Request, stream: Stream) -> StreamingHttpResponse:
     """The stream, unless it would pass a cap of open streams in this process: the caller's own
     (``LONG_TIME_TASK_EVENTS_MAX_PER_USER``, 429), or under WSGI everyone's together
-    (``LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS``, 503), since each open stream holds a server thread that
+    (``LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS``, 429 ``events_busy``), since each open stream holds a server thread that
     would otherwise serve requests. Both answer with ``Retry-After``; the dashboard polls meanwhile."""
     server = server_of(request)
     per_user = max_streams_per_user()
@@ -449,7 +444,7 @@ def counted_stream_response(request: Request, stream: Stream) -> StreamingHttpRe
         request.user.pk, per_user=per_user, in_all=wsgi_max_streams() if server != "asgi" else None
     )
     if slot == "events_busy":
-        raise StreamsBusy(
+        raise Throttled(
             wait=RETRY_AFTER_SECONDS,
             detail=_("This server is serving as many live streams as it may; poll meanwhile."),
             code="events_busy",
@@ -553,7 +548,7 @@ STREAM_DESCRIPTION = (
     "full state). Lines starting with `:` are keep-alives. The data of a `task` event: `id`, `task_type`, "
     "`state`, `state_display`, `terminal`, `attempts`, `progress` (`percent`, `message`, `current`, `total`, or "
     "null), `start_at`, `finish_at`, `retry_at`, `duration` (seconds), `cancel_requested`. A stream may be "
-    "refused: 429 `too_many_streams` (the caller's open streams in this web process) or 503 `events_busy` (a "
+    "refused: 429 `too_many_streams` (the caller's open streams in this web process) or 429 `events_busy` (a "
     "WSGI process serves few at once, since each holds a thread), both with `Retry-After`; 503 `events_disabled` "
     "where the server serves none. Poll `GET /api/tasks/{id}/` meanwhile."
 )

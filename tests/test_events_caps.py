@@ -54,7 +54,7 @@ def test_a_wsgi_process_serves_at_most_its_cap_of_streams_whoever_asks(
     assert next(iter(chunks(held))) == b"retry: 1000\n\n"
 
     refused = stream_client(other_user).get(f"/api/tasks/{theirs.id}/events/")
-    assert refused.status_code == 503
+    assert refused.status_code == 429
     assert refused["Retry-After"] == "3"
     error = error_of(refused)
     assert error["success"] is False and error["code"] == "events_busy"

@@ -58,7 +58,7 @@ def test_a_refused_stream_polls_then_goes_live_when_a_stream_frees_up(open_page:
     second = open_page()
     login(second, "bob", "bob-password")
     refused = []
-    second.on("response", lambda r: refused.append(r) if "/events/" in r.url and r.status == 503 else None)
+    second.on("response", lambda r: refused.append(r) if "/events/" in r.url and r.status == 429 else None)
     second.goto(f"/dashboard/tasks/{his.id}/")
     status = second.locator("[data-live-status]")
     expect(status).to_contain_text("Updating every few seconds", timeout=5_000)  # refused: it polls at once

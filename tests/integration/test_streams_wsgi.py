@@ -171,7 +171,7 @@ def test_a_user_holding_every_stream_they_may_does_not_delay_another_users_api(
         assert len(held) == WSGI_MAX_STREAMS, [r and r.status for r in answers]
         assert len(refused) == PER_USER - WSGI_MAX_STREAMS
         for response in refused:
-            assert response.status == 503 and response.getheader("Retry-After") == "3"
+            assert response.status == 429 and response.getheader("Retry-After") == "3"
             error = sse_error(response)
             assert error["success"] is False and error["code"] == "events_busy", error
         assert held[0].read(13) == b"retry: 1000\n\n"  # a live stream, held while Bob's requests ran
@@ -193,7 +193,7 @@ def test_a_stream_whose_client_left_is_given_back(server: Gunicorn, django_user_
 
     second = open_stream(server.port, token, task)
     refused = answer(second, time.monotonic() + TIMEOUT)
-    assert refused is not None and refused.status == 503  # the process's one stream is taken
+    assert refused is not None and refused.status == 429  # the process's one stream is taken
     refused.close()
     second.close()
 

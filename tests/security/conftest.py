@@ -9,6 +9,7 @@ does), once the servers are stopped.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import uuid
@@ -127,7 +128,8 @@ class Person:
         return self._web
 
 
-ADDRESSES = (f"203.0.113.{n}" for n in itertools.count(1))  # TEST-NET-3: one client address per person
+# One client address per person (and per client a test asks for), all valid: 198.18.0.0/15, the benchmarking range.
+ADDRESSES = (str(ipaddress.ip_address("198.18.0.0") + n) for n in itertools.count(1))
 
 
 @pytest.fixture(scope="package")

@@ -297,6 +297,12 @@ class Client:
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": self.origin}
         return self.request("POST", path, body=urlencode(items), headers=headers)
 
+    @contextmanager
+    def hold_stream(self, path: str, *, timeout: float = 15) -> Iterator[http.client.HTTPResponse]:
+        """An event stream, open (its status and headers read, its body not) until the block ends."""
+        with self._open("GET", path, headers={"Accept": "text/event-stream"}, timeout=timeout) as response:
+            yield response
+
     def stream(self, path: str, until: Callable[[str], bool], *, timeout: float = 15) -> tuple[int, str]:
         """Reads an event stream until ``until(text so far)`` holds or the server ends it; the status and text."""
         headers = {"Accept": "text/event-stream"}

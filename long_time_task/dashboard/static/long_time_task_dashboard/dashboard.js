@@ -106,8 +106,8 @@
     });
   }
 
-  // Polling: the fallback when EventSource is missing or the stream is refused (503 when the server serves
-  // no more streams, 429 at the user's cap; EventSource cannot tell which, nor read Retry-After).
+  // Polling: the fallback when EventSource is missing or the stream is refused (429 when the server serves
+  // no more streams or at the user's cap, 503 when it serves none; EventSource cannot tell which, nor read Retry-After).
   var pollTimer = null;
   function poll() {
     if (pollTimer) { return; }
