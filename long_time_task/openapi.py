@@ -1,5 +1,5 @@
-"""The OpenAPI schema's submit request, documented per task type from the registry's JSON Schemas; and the
-docs page (Swagger UI) that shows it."""
+"""The OpenAPI schema's submit request, documented per task type from the registry's JSON Schemas; the docs
+page (Swagger UI) that shows it; and their errors, in the API's JSON."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import copy
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.views import SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from .errors import JsonErrorsMixin
 from .registry import LongTimeTaskRegister
 
 
@@ -24,10 +25,14 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped
         }
 
 
-class ApiDocsView(SpectacularSwaggerSplitView):
+class SchemaView(JsonErrorsMixin, SpectacularAPIView):
+    """``GET /api/schema/``: the schema (YAML, or JSON with ``?format=json``); its errors in JSON."""
+
+
+class ApiDocsView(JsonErrorsMixin, SpectacularSwaggerSplitView):
     """Swagger UI under a strict Content-Security-Policy: its start-up script is a second request (the split
     view) instead of an inline script, and the page's few rules come from a stylesheet instead of an inline
-    ``<style>``."""
+    ``<style>``. For logged-in users; an anonymous request gets the API's JSON 401, not an HTML page."""
 
     template_name = "long_time_task/swagger_ui.html"
 
