@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from django.core.validators import RegexValidator
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
@@ -16,6 +17,7 @@ from rest_framework.exceptions import PermissionDenied
 
 from .conf import conf
 from .models import LongTimeTask, TaskAuditEvent, TaskState
+from .pagination import CURSOR_PATTERN
 from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from .services import MAX_DELAY, validate_submission
 
@@ -135,11 +137,22 @@ class SubmitSerializer(Serializer):
 
 
 class ListQuerySerializer(Serializer):
+    """The list's query. Give it ``query_params.dict()``: from a QueryDict, DRF reads an empty value as an
+    absent one (``?task_type=`` would list every type), which the schema (minLength 1) does not allow."""
+
     state = serializers.ChoiceField(choices=TaskState.choices, required=False)
-    task_type = serializers.CharField(required=False, max_length=100)
-    page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=10**9)
+    # Not trimmed: " " is a (matching nothing) type name to the schema, and a cursor ends where its pattern does.
+    task_type = serializers.CharField(required=False, max_length=100, trim_whitespace=False)
+    page = serializers.IntegerField(
+        required=False, default=1, min_value=1, max_value=10**9, help_text="Ignored when cursor is given."
+    )
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=10**9)
-    cursor = serializers.CharField(required=False, max_length=200, help_text="next_cursor of the previous page.")
+    cursor = serializers.CharField(
+        required=False,
+        trim_whitespace=False,
+        validators=[RegexValidator(CURSOR_PATTERN, _("not a cursor this API gave out"), code="invalid_cursor")],
+        help_text="next_cursor of the previous page (opaque).",
+    )
 
     def validate_page_size(self, value: int) -> int:
         # The seed clamps: page_size above the maximum gives the maximum.
@@ -343,7 +356,7 @@ class TaskListResponseSerializer(Serializer):
     success = serializers.BooleanField()
     tasks = TaskListItemSerializer(many=True)
     total = serializers.IntegerField()
-    page = serializers.IntegerField()
+    page = serializers.IntegerField(allow_null=True, help_text="null on a page reached by cursor.")
     page_size = serializers.IntegerField()
     total_pages = serializers.IntegerField()
     total_is_estimate = serializers.BooleanField(help_text="True when total is PostgreSQL's estimate (big tables).")

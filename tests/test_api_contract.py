@@ -1,17 +1,22 @@
 """The API's contract at its edges: no endpoint answers an HTML (or YAML) error page, no error leaks Python's
-internals."""
+internals, the schema says what the server accepts."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from django.test import Client
+from rest_framework.test import APIClient
 
+from long_time_task.events import IDS_PATTERN
 from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.pagination import CURSOR_PATTERN, encode_cursor
+from long_time_task.services import IDEMPOTENCY_KEY
 
 from .conftest import token_client
-from .test_api import assert_error
+from .test_api import assert_error, submit
 
 pytestmark = pytest.mark.django_db
 
@@ -151,3 +156,132 @@ def test_more_query_parameters_than_django_takes_is_a_json_400(api, debug, path)
     query = "&".join(f"f{i}=1" for i in range(1200))  # DATA_UPLOAD_MAX_NUMBER_FIELDS is 1,000
     response = api.get(f"{path}?{query}")
     assert_error(response, 400, "invalid_request", "too many fields")
+
+
+# ------------------------------------------------------------------ the list: cursors, page, empty values
+
+
+def make_tasks(user: Any, n: int) -> list[LongTimeTask]:
+    return [LongTimeTask.objects.create(task_type="test_echo", owner=user) for _ in range(n)]
+
+
+def test_a_cursor_page_reports_page_null_and_ignores_page(api, user):
+    make_tasks(user, 3)
+    first = api.get("/api/tasks/?page_size=2").json()
+    assert first["page"] == 1 and first["next_cursor"]
+    second = api.get(f"/api/tasks/?page_size=2&cursor={first['next_cursor']}&page=7").json()
+    assert second["page"] is None and len(second["tasks"]) == 1 and second["next_cursor"] is None
+
+
+@pytest.mark.parametrize("cursor", ["A" * 22, "_" * 22, "-" * 22, "f" * 22, "0" * 22, "zzzzzzzzzzzzzzzzzzzzzz"])
+def test_every_cursor_the_schema_allows_is_a_page(api, user, cursor):
+    assert re.fullmatch(CURSOR_PATTERN, cursor)
+    make_tasks(user, 1)
+    response = api.get(f"/api/tasks/?cursor={cursor}")
+    assert response.status_code == 200 and response.json()["page"] is None, response.content
+
+
+def test_a_cursor_is_22_characters_and_keeps_the_position_to_the_microsecond(api, user):
+    tasks = make_tasks(user, 3)
+    cursor = encode_cursor(tasks[1].create_at, tasks[1].id)
+    assert re.fullmatch(CURSOR_PATTERN, cursor)
+    assert [t["id"] for t in api.get(f"/api/tasks/?cursor={cursor}").json()["tasks"]] == [tasks[0].id]
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("task_type=", "blank"),
+        ("state=", "invalid_choice"),
+        ("page=", "invalid_request"),
+        ("page_size=", "invalid_request"),
+        ("cursor=", "blank"),
+    ],
+)
+def test_an_empty_query_parameter_is_refused_as_the_schema_says(api, query, code):
+    assert_error(api.get(f"/api/tasks/?{query}"), 400, code)
+
+
+def test_a_type_name_of_spaces_is_a_filter_that_matches_nothing(api, user):
+    make_tasks(user, 1)
+    assert api.get("/api/tasks/?task_type=%20").json()["tasks"] == []
+
+
+# ------------------------------------------------------------------ the schema says what the server does
+
+
+@pytest.fixture
+def schema(api: APIClient) -> dict[str, Any]:
+    return dict(api.get("/api/schema/?format=json").json())
+
+
+def parameter(schema: dict[str, Any], path: str, method: str, name: str) -> dict[str, Any] | None:
+    found = [p for p in schema["paths"][path][method].get("parameters", []) if p["name"] == name]
+    return found[0] if found else None
+
+
+def test_the_schema_gives_the_patterns_the_server_checks(schema):
+    for path in ("/api/tasks/", "/api/tasks/list/"):
+        cursor = parameter(schema, path, "get", "cursor")
+        assert cursor and cursor["schema"]["pattern"] == CURSOR_PATTERN
+        task_type = parameter(schema, path, "get", "task_type")
+        assert task_type and task_type["schema"]["minLength"] == 1
+    key = parameter(schema, "/api/tasks/", "post", "Idempotency-Key")
+    assert key and key["schema"]["pattern"] == IDEMPOTENCY_KEY.pattern
+    ids = parameter(schema, "/api/tasks/events/", "get", "ids")
+    assert ids and ids["schema"]["pattern"] == IDS_PATTERN
+    page = schema["components"]["schemas"]["TaskListResponse"]["properties"]["page"]
+    assert page.get("nullable") is True
+
+
+def test_the_schema_says_a_stream_needs_accept_event_stream(schema):
+    for path in ("/api/tasks/events/", "/api/tasks/{task_id}/events/"):
+        accept = parameter(schema, path, "get", "Accept")
+        assert accept and accept["required"] and accept["schema"]["enum"] == ["text/event-stream"]
+        assert parameter(schema, path, "get", "format") is None
+        assert "406" in schema["paths"][path]["get"]["responses"]
+
+
+def test_the_schema_documents_413_on_every_post(schema):
+    for path, item in schema["paths"].items():
+        if "post" in item:
+            assert "413" in item["post"]["responses"], path
+
+
+@pytest.mark.parametrize(
+    ("ids", "ok"),
+    [
+        ("", True),
+        ("1", True),
+        ("1,2,3", True),
+        (",".join(["7"] * 100), True),
+        ("9" * 18, True),
+        (",".join(["7"] * 101), False),
+        ("9" * 19, False),
+        ("0", False),
+        ("01", False),
+        ("1,", False),
+        (" 1", False),
+        ("1_0", False),
+        ("\u0661", False),  # ARABIC-INDIC DIGIT ONE: int() takes it
+        ("+1", False),
+    ],
+)
+def test_ids_are_exactly_what_the_schema_pattern_allows(user, ids, ok, settings):
+    settings.LONG_TIME_TASK_EVENTS_STREAM_SECONDS = 0.05
+    assert bool(re.fullmatch(IDS_PATTERN, ids)) is ok
+    client = token_client(user)
+    response: Any = client.get("/api/tasks/events/", {"ids": ids}, HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == (200 if ok else 400)
+    if ok:
+        assert b"".join(response.streaming_content).startswith(b"retry:")
+        response.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"), [("a", True), ("~" * 255, True), ("~" * 256, False), ("a b", False), ("é", False)]
+)
+def test_idempotency_keys_are_exactly_what_the_schema_pattern_allows(api, key, ok):
+    assert bool(IDEMPOTENCY_KEY.fullmatch(key)) is ok
+    response = submit(api, {"task_type": "test_echo"}, HTTP_IDEMPOTENCY_KEY=key)
+    assert response.status_code == (201 if ok else 400), response.content
