@@ -1,9 +1,11 @@
 """The API's contract at its edges: no endpoint answers an HTML (or YAML) error page, no error leaks Python's
-internals, the schema says what the server accepts."""
+internals, the schema says what the server accepts, and the README's table of errors is true."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from long_time_task.services import IDEMPOTENCY_KEY
 
 from .conftest import token_client
 from .test_api import assert_error, submit
+from .workers import ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -285,3 +288,191 @@ def test_idempotency_keys_are_exactly_what_the_schema_pattern_allows(api, key, o
     assert bool(IDEMPOTENCY_KEY.fullmatch(key)) is ok
     response = submit(api, {"task_type": "test_echo"}, HTTP_IDEMPOTENCY_KEY=key)
     assert response.status_code == (201 if ok else 400), response.content
+
+
+# ------------------------------------------------------------------ the README's table of errors is true
+
+
+def readme_error_rows() -> set[tuple[int, tuple[str, ...]]]:
+    text = (Path(ROOT) / "README.md").read_text()
+    table = text.split("### Errors", 1)[1].split("\n## ", 1)[0]
+    rows = set()
+    for line in table.splitlines():
+        match = re.match(r"\| (\d{3}) \| ([^|]+) \|", line)
+        if match:
+            rows.add((int(match[1]), tuple(sorted(re.findall(r"`([a-z_]+)`", match[2])))))
+    return rows
+
+
+Request = Callable[[Any], Any]  # (a fixture bundle) -> response
+
+
+def _failed_task(f: Any) -> LongTimeTask:
+    return LongTimeTask.objects.create(task_type="test_echo", owner=f.user, state=TaskState.FAILED)
+
+
+def _finished_task(f: Any) -> LongTimeTask:
+    return LongTimeTask.objects.create(task_type="test_echo", owner=f.user, state=TaskState.FINISHED)
+
+
+def _post(f: Any, body: Any, **extra: Any) -> Any:
+    return submit(f.api, body, **extra)
+
+
+def _raw(f: Any, body: bytes, content_type: str = "application/json") -> Any:
+    return f.api.generic("POST", "/api/tasks/", body, content_type=content_type)
+
+
+def _too_many_unfinished(f: Any) -> Any:
+    f.settings.LONG_TIME_TASK_MAX_UNFINISHED_PER_USER = 1
+    LongTimeTask.objects.create(task_type="test_echo", owner=f.user)
+    return _post(f, {"task_type": "test_echo"})
+
+
+def _throttled(f: Any) -> Any:
+    f.settings.LONG_TIME_TASK_SUBMIT_RATE = "1/min"
+    _post(f, {"task_type": "test_echo"})
+    return _post(f, {"task_type": "test_echo"})
+
+
+def _idempotency_key_reused(f: Any) -> Any:
+    _post(f, {"task_type": "test_echo", "params": {"n": 1}}, HTTP_IDEMPOTENCY_KEY="k")
+    return _post(f, {"task_type": "test_echo", "params": {"n": 2}}, HTTP_IDEMPOTENCY_KEY="k")
+
+
+def _page_too_deep(f: Any) -> Any:
+    f.settings.LONG_TIME_TASK_MAX_LIST_OFFSET = 1
+    make_tasks(f.user, 3)
+    return f.api.get("/api/tasks/?page=3&page_size=1")
+
+
+def _stream(f: Any, **settings: Any) -> Any:
+    for name, value in settings.items():
+        setattr(f.settings, name, value)
+    return f.api.get("/api/tasks/events/", HTTP_ACCEPT="text/event-stream")
+
+
+def _not_owner(f: Any) -> Any:
+    task = LongTimeTask.objects.create(task_type="test_echo", owner=f.other_user, state=TaskState.FAILED)
+    viewer = f.user
+    from django.contrib.auth.models import Permission
+
+    viewer.user_permissions.add(Permission.objects.get(codename="view_all_tasks"))
+    return token_client(type(viewer).objects.get(id=viewer.id)).post(f"/api/tasks/{task.id}/retry/")
+
+
+EXAMPLES: dict[tuple[int, tuple[str, ...]], list[tuple[str, Request]]] = {
+    (400, ("parse_error",)): [
+        ("parse_error", lambda f: _raw(f, b"{bad json")),
+        ("parse_error", lambda f: _raw(f, b'{"task_type": NaN}')),
+        ("parse_error", lambda f: _raw(f, b'{"task_type": "test_echo", "params": {"n": 1e999}}')),
+        ("parse_error", lambda f: _raw(f, b'{"task_type": "test_echo", "params": {"n": ' + HUGE.encode() + b"}}")),
+        ("parse_error", lambda f: _raw(f, b"[" * 5000 + b"]" * 5000)),
+    ],
+    (400, ("invalid_request",)): [
+        ("invalid_request", lambda f: _raw(f, b"[1]")),
+        ("invalid_request", lambda f: _post(f, {"params": {}})),
+        ("invalid_request", lambda f: _post(f, {"task_type": None})),
+        ("invalid_request", lambda f: f.api.get("/api/tasks/?page=abc")),
+        ("invalid_request", lambda f: f.api.get("/api/tasks/?page=")),
+        ("invalid_request", lambda f: f.api.get("/api/tasks/events/?ids=1,x", HTTP_ACCEPT="text/event-stream")),
+        ("invalid_request", lambda f: f.api.get("/api/tasks/?" + "&".join(f"f{i}=1" for i in range(1001)))),
+    ],
+    (400, ("blank", "null_characters_not_allowed")): [
+        ("blank", lambda f: _post(f, {"task_type": ""})),
+        ("blank", lambda f: f.api.get("/api/tasks/?task_type=")),
+        ("blank", lambda f: f.api.get("/api/tasks/?cursor=")),
+        ("null_characters_not_allowed", lambda f: _post(f, {"task_type": "a\x00"})),
+        ("null_characters_not_allowed", lambda f: f.api.get("/api/tasks/?task_type=a%00")),
+    ],
+    (400, ("unknown_task_type",)): [("unknown_task_type", lambda f: _post(f, {"task_type": "nope"}))],
+    (400, ("invalid_params",)): [
+        ("invalid_params", lambda f: _post(f, {"task_type": "test_echo", "params": [1]})),
+        ("invalid_params", lambda f: _post(f, {"task_type": "data_analysis", "params": {}})),
+        ("invalid_params", lambda f: _post(f, {"task_type": "test_echo", "countdown": 1, "run_after": "2030-01-01"})),
+        ("invalid_params", lambda f: _post(f, {"task_type": "test_echo", "countdown": "90"})),
+        ("invalid_params", lambda f: _post(f, {"task_type": "test_echo", "countdown": True})),
+        ("invalid_params", lambda f: _post(f, {"task_type": "test_echo", "run_after": "tomorrow"})),
+        ("invalid_params", lambda f: _post(f, {"task_type": "test_echo", "run_after": "0001-01-01"})),
+        ("invalid_params", lambda f: _post(f, {"task_type": "test_echo", "run_after": "9999-01-01T00:00:00Z"})),
+        ("invalid_params", lambda f: _post(f, {"task_type": "test_echo"}, HTTP_IDEMPOTENCY_KEY="a b")),
+    ],
+    (400, ("unknown_field",)): [("unknown_field", lambda f: _post(f, {"task_type": "test_echo", "queue": "x"}))],
+    (400, ("invalid_choice", "max_length", "max_string_length", "max_value", "min_value")): [
+        ("min_value", lambda f: f.api.get("/api/tasks/?page=0")),
+        ("max_value", lambda f: f.api.get("/api/tasks/?page_size=2000000000")),
+        ("max_length", lambda f: _post(f, {"task_type": "x" * 101})),
+        ("max_length", lambda f: f.api.get("/api/tasks/?task_type=" + "x" * 101)),
+        ("max_string_length", lambda f: f.api.get("/api/tasks/?page=" + "1" * 1001)),
+        ("invalid_choice", lambda f: f.api.get("/api/tasks/?state=DONE")),
+        ("invalid_choice", lambda f: f.api.get("/api/tasks/?state=")),
+    ],
+    (400, ("invalid_cursor", "page_too_deep")): [
+        ("invalid_cursor", lambda f: f.api.get("/api/tasks/?cursor=not-a-cursor")),
+        ("page_too_deep", _page_too_deep),
+    ],
+    (401, ("authentication_failed", "not_authenticated")): [
+        ("not_authenticated", lambda f: APIClient().get("/api/tasks/")),
+        ("authentication_failed", lambda f: APIClient(HTTP_AUTHORIZATION="Bearer nope").get("/api/tasks/")),
+    ],
+    (403, ("permission_denied",)): [
+        ("permission_denied", lambda f: session_client(f.user, csrf=False).post("/api/tasks/", {}, "application/json")),
+        ("permission_denied", lambda f: _post(f, {"task_type": "test_restricted"})),
+        ("permission_denied", _not_owner),
+    ],
+    (404, ("not_found",)): [
+        ("not_found", lambda f: f.api.get("/api/tasks/999999/")),
+        ("not_found", lambda f: f.api.get("/api/nothing-here/")),
+    ],
+    (404, ("page_out_of_range",)): [("page_out_of_range", lambda f: f.api.get("/api/tasks/?page=2"))],
+    (405, ("method_not_allowed",)): [("method_not_allowed", lambda f: f.api.put("/api/tasks/"))],
+    (406, ("not_acceptable",)): [
+        ("not_acceptable", lambda f: f.api.get("/api/tasks/", HTTP_ACCEPT="text/html")),
+        ("not_acceptable", lambda f: f.api.get("/api/tasks/events/")),
+    ],
+    (409, ("idempotency_key_reused", "not_cancellable", "not_retryable")): [
+        ("not_cancellable", lambda f: f.api.post(f"/api/tasks/{_finished_task(f).id}/cancel/")),
+        ("not_retryable", lambda f: f.api.post(f"/api/tasks/{_finished_task(f).id}/retry/")),
+        ("idempotency_key_reused", _idempotency_key_reused),
+    ],
+    (413, ("request_too_large",)): [
+        ("request_too_large", lambda f: _raw(f, b'{"x": "' + b"x" * 70_000 + b'"}')),
+        ("request_too_large", lambda f: _raw(f, b'{"x": "' + b"x" * BIG + b'"}')),
+    ],
+    (415, ("unsupported_media_type",)): [("unsupported_media_type", lambda f: _raw(f, b"x=1", "text/plain"))],
+    (429, ("throttled",)): [("throttled", _throttled)],
+    (429, ("too_many_unfinished",)): [("too_many_unfinished", _too_many_unfinished)],
+    (429, ("too_many_streams",)): [("too_many_streams", lambda f: _stream(f, LONG_TIME_TASK_EVENTS_MAX_PER_USER=0))],
+    (503, ("events_disabled",)): [("events_disabled", lambda f: _stream(f, LONG_TIME_TASK_EVENTS_ENABLED=False))],
+}
+
+
+def test_every_row_of_the_readme_error_table_has_an_example_here():
+    assert readme_error_rows() == set(EXAMPLES)
+
+
+class Bundle:
+    def __init__(self, **kwargs: Any) -> None:
+        self.__dict__.update(kwargs)
+
+
+@pytest.mark.parametrize(
+    ("row", "code", "make"),
+    [
+        pytest.param(row, code, make, id=f"{row[0]}-{code}-{i}")
+        for row, cases in EXAMPLES.items()
+        for i, (code, make) in enumerate(cases)
+    ],
+)
+def test_each_row_of_the_readme_error_table_is_what_the_server_answers(row, code, make, user, other_user, settings):
+    f = Bundle(api=token_client(user), user=user, other_user=other_user, settings=settings)
+    before = LongTimeTask.objects.count()
+    response = make(f)
+    assert response.status_code == row[0], response.content
+    if response["Content-Type"].startswith("text/event-stream"):  # an EventSource gets the error as an event
+        text = response.content.decode()
+        assert text.startswith("event: error\n") and f'"code":"{code}"' in text, text
+    else:
+        assert_error(response, row[0], code)
+    if row[0] != 409 and code not in ("too_many_unfinished", "throttled", "page_too_deep", "permission_denied"):
+        assert LongTimeTask.objects.count() == before  # a refused request writes nothing
