@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from long_time_task.events import IDS_PATTERN
+from long_time_task.events import IDS_PATTERN, open_streams
 from long_time_task.models import LongTimeTask, TaskState
 from long_time_task.pagination import CURSOR_PATTERN, encode_cursor
 from long_time_task.services import IDEMPOTENCY_KEY
@@ -23,6 +23,9 @@ from .workers import ROOT
 
 pytestmark = pytest.mark.django_db
 
+# Django's test client presents itself as a single-threaded WSGI server, which serves no event streams (503):
+# the event requests here are a threaded server's, as in tests/test_events.py.
+THREADED: dict[str, Any] = {"wsgi.multithread": True}
 LEAKS = ("sys.", "int_max_str_digits", "Traceback", 'File "', "<html", "<!doctype")
 HUGE = "1" * 5000
 
@@ -100,7 +103,7 @@ def test_an_integer_of_4300_digits_still_parses(api):
     ],
 )
 def test_huge_integers_in_the_query_are_a_clear_400(api, path):
-    response = api.get(path, HTTP_ACCEPT="text/event-stream" if "events" in path else "application/json")
+    response = api.get(path, HTTP_ACCEPT="text/event-stream" if "events" in path else "application/json", **THREADED)
     assert response.status_code == 400, response.content
     no_leak(response)
 
@@ -272,9 +275,10 @@ def test_the_schema_documents_413_on_every_post(schema):
 )
 def test_ids_are_exactly_what_the_schema_pattern_allows(user, ids, ok, settings):
     settings.LONG_TIME_TASK_EVENTS_STREAM_SECONDS = 0.05
+    settings.LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS = 100
     assert bool(re.fullmatch(IDS_PATTERN, ids)) is ok
     client = token_client(user)
-    response: Any = client.get("/api/tasks/events/", {"ids": ids}, HTTP_ACCEPT="text/event-stream")
+    response: Any = client.get("/api/tasks/events/", {"ids": ids}, HTTP_ACCEPT="text/event-stream", **THREADED)
     assert response.status_code == (200 if ok else 400)
     if ok:
         assert b"".join(response.streaming_content).startswith(b"retry:")
@@ -349,7 +353,17 @@ def _page_too_deep(f: Any) -> Any:
 def _stream(f: Any, **settings: Any) -> Any:
     for name, value in settings.items():
         setattr(f.settings, name, value)
-    return f.api.get("/api/tasks/events/", HTTP_ACCEPT="text/event-stream")
+    return f.api.get("/api/tasks/events/", HTTP_ACCEPT="text/event-stream", **THREADED)
+
+
+def _events_busy(f: Any) -> Any:
+    f.settings.LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS = 1
+    held = open_streams.acquire(f.other_user.pk, per_user=10, in_all=1)  # what another user's open stream holds
+    assert not isinstance(held, str)
+    try:
+        return _stream(f)
+    finally:
+        held.release()
 
 
 def _not_owner(f: Any) -> Any:
@@ -375,7 +389,10 @@ EXAMPLES: dict[tuple[int, tuple[str, ...]], list[tuple[str, Request]]] = {
         ("invalid_request", lambda f: _post(f, {"task_type": None})),
         ("invalid_request", lambda f: f.api.get("/api/tasks/?page=abc")),
         ("invalid_request", lambda f: f.api.get("/api/tasks/?page=")),
-        ("invalid_request", lambda f: f.api.get("/api/tasks/events/?ids=1,x", HTTP_ACCEPT="text/event-stream")),
+        (
+            "invalid_request",
+            lambda f: f.api.get("/api/tasks/events/?ids=1,x", HTTP_ACCEPT="text/event-stream", **THREADED),
+        ),
         ("invalid_request", lambda f: f.api.get("/api/tasks/?" + "&".join(f"f{i}=1" for i in range(1001)))),
     ],
     (400, ("blank", "null_characters_not_allowed")): [
@@ -428,7 +445,7 @@ EXAMPLES: dict[tuple[int, tuple[str, ...]], list[tuple[str, Request]]] = {
     (405, ("method_not_allowed",)): [("method_not_allowed", lambda f: f.api.put("/api/tasks/"))],
     (406, ("not_acceptable",)): [
         ("not_acceptable", lambda f: f.api.get("/api/tasks/", HTTP_ACCEPT="text/html")),
-        ("not_acceptable", lambda f: f.api.get("/api/tasks/events/")),
+        ("not_acceptable", lambda f: f.api.get("/api/tasks/events/", **THREADED)),
     ],
     (409, ("idempotency_key_reused", "not_cancellable", "not_retryable")): [
         ("not_cancellable", lambda f: f.api.post(f"/api/tasks/{_finished_task(f).id}/cancel/")),
@@ -443,7 +460,11 @@ EXAMPLES: dict[tuple[int, tuple[str, ...]], list[tuple[str, Request]]] = {
     (429, ("throttled",)): [("throttled", _throttled)],
     (429, ("too_many_unfinished",)): [("too_many_unfinished", _too_many_unfinished)],
     (429, ("too_many_streams",)): [("too_many_streams", lambda f: _stream(f, LONG_TIME_TASK_EVENTS_MAX_PER_USER=0))],
-    (503, ("events_disabled",)): [("events_disabled", lambda f: _stream(f, LONG_TIME_TASK_EVENTS_ENABLED=False))],
+    (503, ("events_busy", "events_disabled")): [
+        ("events_disabled", lambda f: _stream(f, LONG_TIME_TASK_EVENTS_ENABLED=False)),
+        ("events_disabled", lambda f: f.api.get("/api/tasks/events/", HTTP_ACCEPT="text/event-stream")),  # 1 thread
+        ("events_busy", _events_busy),
+    ],
 }
 
 

@@ -49,7 +49,8 @@ def server_env(tmp_path: Path, django_user_model: Any) -> tuple[dict[str, str], 
         token = manage(env, "create_api_token", "demo").strip().splitlines()[-1]
     env["LONG_TIME_TASK_SUBMIT_RATE"] = ""  # the fuzzer submits fast; throttling has its own test
     env["LONG_TIME_TASK_MAX_UNFINISHED_PER_USER"] = "0"  # nor the cap on unfinished tasks (it submits hundreds)
-    env["LONG_TIME_TASK_EVENTS_STREAM_SECONDS"] = "0.05"  # the fuzzer opens hundreds of event streams
+    env["LONG_TIME_TASK_EVENTS_STREAM_SECONDS"] = "0.05"  # the fuzzer opens hundreds of event streams,
+    env["LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS"] = "100"  # one after the other (the cap has its own tests)
     files = tmp_path / "fuzz-files"
     files.mkdir()
     (files / INPUT_FILE).write_text("a,b\n1,2\n")
