@@ -254,6 +254,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "long_time_task.openapi.add_task_type_params",
+        "long_time_task.openapi.require_event_stream_accept",
     ],
     "ENUM_NAME_OVERRIDES": {"TaskStateEnum": "long_time_task.models.TaskState"},
 }

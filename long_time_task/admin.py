@@ -2,19 +2,22 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.contrib.auth import get_permission_codename
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Field, Model, QuerySet
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
+from django.db.models import DateTimeField, Field, Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
@@ -147,6 +150,44 @@ class RetryForm(forms.Form):
         return value
 
 
+# Lookups on a date-time that compare it with a value (``in`` and ``range`` take several, comma-separated).
+TIME_COMPARISONS = {"exact", "gt", "gte", "lt", "lte", "in", "range"}
+
+
+def check_time_lookup(model: Any, lookup: str, value: str) -> None:
+    """IncorrectLookupParameters (the changelist then redirects to ``?e=1``, as for any value it cannot use)
+    for a date-time filter whose bound does not exist in UTC. The date hierarchy's year 9999 runs its
+    bound into year 10000 (ValueError), and on SQLite a year-1 bound ahead of UTC, or a year-9999 one behind
+    it, raises OverflowError when converted: both were 500s. Values that do not parse are left to Django,
+    which already refuses them the same way."""
+    name, _sep, kind = lookup.partition("__")
+    try:
+        field = model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return
+    if not isinstance(field, DateTimeField):
+        return
+    if kind == "year":  # the date hierarchy: its bounds reach the next year, and its first day must exist in UTC
+        if not (re.fullmatch(r"[0-9]{1,4}", value) and 1 < int(value) < 9999):
+            raise IncorrectLookupParameters(_("Choose a year from 2 to 9998."))
+        return
+    if kind not in TIME_COMPARISONS:
+        return
+    for part in value.split(",") if kind in ("in", "range") else [value]:
+        try:
+            when = field.to_python(part)
+        except ValidationError:
+            return
+        if when is None:
+            continue
+        if timezone.is_naive(when):
+            when = timezone.make_aware(when)
+        try:
+            when.astimezone(UTC)
+        except OverflowError:
+            raise IncorrectLookupParameters(_("%(value)s is out of range.") % {"value": part}) from None
+
+
 class TaskAuditEventInline(AuditInlineBase):
     """Who cancelled, retried or re-ran the task: read-only, written only by the service layer."""
 
@@ -257,6 +298,10 @@ class LongTimeTaskAdmin(TaskAdminBase):
     retry_at_display = time_field(LongTimeTask, "retry_at")
     progress_at_display = time_field(LongTimeTask, "progress_at")
     cancel_requested_at_display = time_field(LongTimeTask, "cancel_requested_at")
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        check_time_lookup(self.model, lookup, value)
+        return super().lookup_allowed(lookup, value, request)
 
     # ------------------------------------------------------------ columns and fields
 

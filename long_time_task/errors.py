@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework import exceptions, status
+from rest_framework import exceptions, renderers, status
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+from .limits import request_too_large
 
 
 class ApiError(exceptions.APIException):
@@ -46,7 +51,28 @@ def error_body(message: str, code: str) -> dict[str, Any]:
     return {"success": False, "error": message, "code": code}
 
 
+def _from_suspicious(exc: SuspiciousOperation, context: dict[str, Any]) -> exceptions.APIException:
+    """What Django raises while reading a request it finds suspicious, as an API error.
+
+    Django would answer these with its own HTML 400 page (the debug page with DEBUG on): a body over
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE``, which DRF reads whole before its parser does (also when a session
+    request's CSRF check reads ``request.POST``); more than ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` query or form
+    fields. Logged as Django logs them.
+    """
+    request = context.get("request")
+    logging.getLogger(f"django.security.{type(exc).__name__}").error(
+        str(exc), extra={"status_code": 413 if isinstance(exc, RequestDataTooBig) else 400, "request": request}
+    )
+    if isinstance(exc, RequestDataTooBig):
+        return request_too_large()
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return exceptions.ParseError(_("The request has too many fields."), code="invalid_request")
+    return exceptions.ParseError(_("The request was refused as suspicious."), code="invalid_request")
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, SuspiciousOperation):
+        exc = _from_suspicious(exc, context)
     response = exception_handler(exc, context)
     if response is None:
         return None  # a server error: Django's handler logs it
@@ -64,6 +90,18 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             code = _first_code(detail, default_code)
         response.data = error_body("; ".join(_flatten(detail)), code)
     return response
+
+
+class JsonErrorsMixin:
+    """For API views whose success is not JSON (the OpenAPI schema in YAML, the HTML docs page): their errors
+    are the API's JSON errors all the same, never an HTML or YAML page."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response: Response = super().handle_exception(exc)  # type: ignore[misc]
+        request: Request = self.request  # type: ignore[attr-defined]
+        request.accepted_renderer = renderers.JSONRenderer()
+        request.accepted_media_type = request.accepted_renderer.media_type
+        return response
 
 
 @csrf_exempt  # a POST to no endpoint is a JSON 404, not the CSRF middleware's HTML 403

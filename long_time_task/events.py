@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 import weakref
@@ -69,6 +70,9 @@ FIELDS = (
     "retry_at",
 )
 MAX_LIST_IDS = 100
+# Up to MAX_LIST_IDS task ids, comma-separated, each 1 to 18 digits with no leading zero (so below 2**63), or nothing.
+IDS_PATTERN = rf"^([1-9][0-9]{{0,17}}(,[1-9][0-9]{{0,17}}){{0,{MAX_LIST_IDS - 1}}})?$"
+_IDS = re.compile(IDS_PATTERN)
 
 
 def _setting(name: str, default: float) -> float:
@@ -592,6 +596,7 @@ class TaskListEventsView(APIView):
                 str,
                 OpenApiParameter.QUERY,
                 required=False,
+                pattern=IDS_PATTERN,
                 description=f"Comma-separated task ids to follow (at most {MAX_LIST_IDS}); ids the caller may not "
                 "see are ignored.",
             )
@@ -607,14 +612,11 @@ class TaskListEventsView(APIView):
     def get(self, request: Request) -> StreamingHttpResponse | Response:
         check_enabled(request)
         raw = request.query_params.get("ids", "")
-        try:
-            ids = sorted({int(part) for part in raw.split(",") if part.strip()})
-        except ValueError:
-            raise ApiError(_("ids must be comma-separated task ids."), code="invalid_request") from None
-        if len(ids) > MAX_LIST_IDS or any(not 0 < i < 2**63 for i in ids):
+        if not _IDS.fullmatch(raw):  # not int() per part: it takes " 1", "1_0", Arabic digits, 5,000 digits
             raise ApiError(
-                _("ids must be at most %(n)s task ids.") % {"n": MAX_LIST_IDS}, code="invalid_request"
-            ) from None
+                _("ids must be at most %(n)s comma-separated task ids.") % {"n": MAX_LIST_IDS}, code="invalid_request"
+            )
+        ids = sorted({int(part) for part in raw.split(",") if part})
         require_event_stream(request)
         rows = list(services.visible_tasks(request.user).filter(id__in=ids).order_by("-id").values(*FIELDS))
         last = LongTimeTask.objects.order_by("-id").values_list("id", flat=True).first()

@@ -1,5 +1,6 @@
-"""The OpenAPI schema's submit request, documented per task type from the registry's JSON Schemas; and the
-docs page (Swagger UI) that shows it."""
+"""The OpenAPI schema's submit request, documented per task type from the registry's JSON Schemas; the docs
+page (Swagger UI) that shows it; their errors, in the API's JSON; and the schema made to say exactly what the
+server does where drf-spectacular cannot infer it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import copy
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.views import SpectacularSwaggerSplitView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from .errors import JsonErrorsMixin
 from .registry import LongTimeTaskRegister
+
+EVENT_STREAM = "text/event-stream"
 
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
@@ -24,12 +28,50 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped
         }
 
 
-class ApiDocsView(SpectacularSwaggerSplitView):
+class SchemaView(JsonErrorsMixin, SpectacularAPIView):
+    """``GET /api/schema/``: the schema (YAML, or JSON with ``?format=json``); its errors in JSON."""
+
+
+class ApiDocsView(JsonErrorsMixin, SpectacularSwaggerSplitView):
     """Swagger UI under a strict Content-Security-Policy: its start-up script is a second request (the split
     view) instead of an inline script, and the page's few rules come from a stylesheet instead of an inline
-    ``<style>``."""
+    ``<style>``. For logged-in users; an anonymous request gets the API's JSON 401, not an HTML page."""
 
     template_name = "long_time_task/swagger_ui.html"
+
+
+def require_event_stream_accept(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: an operation that answers only ``text/event-stream`` (the event
+    streams) serves it only to a client that asks for it, and answers 406 to any other (see events.py).
+
+    OpenAPI has no field for "this Accept is required" (it says tools SHALL ignore a header parameter named
+    Accept), but a parameter is the only place a client or a fuzzer reads it from; so the schema declares
+    ``Accept`` as a required header with the one value the server streams for. DRF's ``?format=`` override,
+    which drf-spectacular lists, is left out: it is another way to ask (``?format=event-stream`` streams
+    without the header), and a schema cannot say "one or the other".
+    """
+    for item in result.get("paths", {}).values():
+        operation = item.get("get")
+        if not operation:
+            continue
+        ok = operation.get("responses", {}).get("200", {}).get("content", {})
+        if list(ok) != [EVENT_STREAM]:
+            continue
+        operation["parameters"] = [
+            p
+            for p in operation.get("parameters", [])
+            if (p.get("in"), p.get("name")) not in {("header", "Accept"), ("query", "format")}
+        ] + [
+            {
+                "in": "header",
+                "name": "Accept",
+                "required": True,
+                "schema": {"type": "string", "enum": [EVENT_STREAM]},
+                "description": "A stream is served only to a client that asks for one (EventSource does); "
+                "anything else answers 406 `not_acceptable`.",
+            }
+        ]
+    return result
 
 
 def _component_name(task_type: str) -> str:

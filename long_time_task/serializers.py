@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from django.core.validators import RegexValidator
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
 from .conf import conf
 from .models import LongTimeTask, TaskAuditEvent, TaskState
+from .pagination import CURSOR_PATTERN
 from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
-from .services import validate_submission
+from .services import MAX_DELAY, validate_submission
 
 if TYPE_CHECKING:
     Serializer = serializers.Serializer[Any]
@@ -30,20 +36,74 @@ def _is_staff(context: Mapping[str, Any]) -> bool:
     return bool(user and user.is_staff)
 
 
+def _bad_start(message: str) -> serializers.ValidationError:
+    """Every refusal of ``run_after`` or ``countdown`` has one code, as the service's own (too far ahead)."""
+    return serializers.ValidationError(serializers.ErrorDetail(message, code="invalid_params"))
+
+
+class _StartField(serializers.Field):  # type: ignore[type-arg]
+    """What ``run_after`` and ``countdown`` share: ``null`` is refused with their code, as any bad value."""
+
+    refusal: Any = ""
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if data is None:
+            raise _bad_start(str(self.refusal))
+        return super().run_validation(data)
+
+
+class StartTimeField(_StartField, serializers.DateTimeField):
+    """``run_after``: an ISO 8601 date and time (or a date: its midnight); without an offset, in the current
+    time zone. Returned in UTC. A time that does not exist in UTC (year 1 ahead of UTC, year 9999 behind it)
+    is refused here, where DRF's own field raised OverflowError (a 500)."""
+
+    refusal = gettext_lazy("run_after must be an ISO 8601 date and time, e.g. 2026-12-01T09:00:00+08:00.")
+
+    def to_internal_value(self, value: Any) -> datetime:
+        try:
+            parsed = parse_datetime(value.strip().upper()) if isinstance(value, str) else None  # RFC 3339: t, z
+        except ValueError:  # well formed, but not a time: 2026-02-30, an offset of 24 hours
+            parsed = None
+        if parsed is None:
+            raise _bad_start(str(self.refusal))
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise _bad_start(_("run_after is out of range.")) from None
+
+
+class CountdownField(_StartField, serializers.FloatField):
+    """``countdown``: a JSON number of seconds, 0 to 366 days. Not a boolean (``true`` is not 1 second), not
+    a string."""
+
+    refusal = gettext_lazy("countdown must be a number of seconds.")
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            raise _bad_start(str(self.refusal))
+        most = MAX_DELAY.total_seconds()
+        if not 0 <= data <= most:  # False for NaN too; no float() of a huge integer (OverflowError)
+            raise _bad_start(_("countdown must be between 0 and %(max)s seconds.") % {"max": int(most)})
+        return float(data)
+
+
 class SubmitSerializer(Serializer):
     task_type = serializers.CharField(max_length=100, help_text="A registered task type (GET /api/task-types/).")
     params = serializers.JSONField(
         required=False, default=dict, help_text="The task's parameters: a JSON object matching its param_schema."
     )
-    run_after = serializers.DateTimeField(
+    run_after = StartTimeField(
         required=False,
-        help_text="Start no earlier than this time (ISO 8601; without an offset, the server's time zone).",
+        help_text="Start no earlier than this time (ISO 8601; without an offset, the server's time zone), "
+        "at most 366 days ahead; a time in the past means now.",
     )
-    countdown = serializers.FloatField(
+    countdown = CountdownField(
         required=False,
         min_value=0,
-        max_value=366 * 86400,
-        help_text="Start no earlier than this many seconds from now.",
+        max_value=MAX_DELAY.total_seconds(),
+        help_text="Start no earlier than this many seconds from now (at most 366 days).",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -60,9 +120,7 @@ class SubmitSerializer(Serializer):
                 _("You may not submit tasks of type %(type)s.") % {"type": config.name}, code="permission_denied"
             )
         if "run_after" in attrs and "countdown" in attrs:
-            raise serializers.ValidationError(
-                serializers.ErrorDetail(_("Give run_after or countdown, not both."), code="invalid_request")
-            )
+            raise _bad_start(_("Give run_after or countdown, not both."))
         try:
             validate_submission(attrs["task_type"], attrs["params"])
         except UnknownTaskType as exc:
@@ -79,11 +137,22 @@ class SubmitSerializer(Serializer):
 
 
 class ListQuerySerializer(Serializer):
+    """The list's query. Give it ``query_params.dict()``: from a QueryDict, DRF reads an empty value as an
+    absent one (``?task_type=`` would list every type), which the schema (minLength 1) does not allow."""
+
     state = serializers.ChoiceField(choices=TaskState.choices, required=False)
-    task_type = serializers.CharField(required=False, max_length=100)
-    page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=10**9)
+    # Not trimmed: " " is a (matching nothing) type name to the schema, and a cursor ends where its pattern does.
+    task_type = serializers.CharField(required=False, max_length=100, trim_whitespace=False)
+    page = serializers.IntegerField(
+        required=False, default=1, min_value=1, max_value=10**9, help_text="Ignored when cursor is given."
+    )
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=10**9)
-    cursor = serializers.CharField(required=False, max_length=200, help_text="next_cursor of the previous page.")
+    cursor = serializers.CharField(
+        required=False,
+        trim_whitespace=False,
+        validators=[RegexValidator(CURSOR_PATTERN, _("not a cursor this API gave out"), code="invalid_cursor")],
+        help_text="next_cursor of the previous page (opaque).",
+    )
 
     def validate_page_size(self, value: int) -> int:
         # The seed clamps: page_size above the maximum gives the maximum.
@@ -287,7 +356,7 @@ class TaskListResponseSerializer(Serializer):
     success = serializers.BooleanField()
     tasks = TaskListItemSerializer(many=True)
     total = serializers.IntegerField()
-    page = serializers.IntegerField()
+    page = serializers.IntegerField(allow_null=True, help_text="null on a page reached by cursor.")
     page_size = serializers.IntegerField()
     total_pages = serializers.IntegerField()
     total_is_estimate = serializers.BooleanField(help_text="True when total is PostgreSQL's estimate (big tables).")

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 from django.views.decorators.cache import never_cache
-from drf_spectacular.views import SpectacularAPIView
 
 from .errors import api_not_found
 from .events import TaskEventsView, TaskListEventsView
-from .openapi import ApiDocsView
+from .openapi import ApiDocsView, SchemaView
 from .views import (
     TaskCancelView,
     TaskDetailView,
@@ -29,7 +28,7 @@ urlpatterns = [
     path("tasks/<int:task_id>/retry/", never_cache(TaskRetryView.as_view()), name="task_retry"),
     path("tasks/<int:task_id>/rerun/", never_cache(TaskRerunView.as_view()), name="task_rerun"),
     path("task-types/", never_cache(TaskTypeListView.as_view()), name="task_types"),
-    path("schema/", never_cache(SpectacularAPIView.as_view()), name="api_schema"),
+    path("schema/", never_cache(SchemaView.as_view()), name="api_schema"),
     path("docs/", never_cache(ApiDocsView.as_view(url_name="api_schema")), name="api_docs"),
     # Anything else under the API answers a JSON 404, never an HTML page.
     re_path(r"^", never_cache(api_not_found)),

@@ -48,7 +48,9 @@ LIST_SCHEMA: dict[str, Any] = {
     "description": (
         "The caller's tasks (staff: everyone's), newest first. `total` is exact up to 10,000 tasks, then an "
         "estimate (`total_is_estimate`). Page numbers reach 10,000 tasks deep; beyond, follow `next_cursor` "
-        "(pass it as `cursor`), which stays fast at any depth. A page beyond the last answers 404."
+        "(pass it as `cursor`), which stays fast at any depth; a page reached by cursor has `page: null`, and "
+        "`page` is ignored when `cursor` is given. A page beyond the last answers 404. An empty query "
+        "parameter (`?task_type=`) is refused like any other invalid value."
     ),
 }
 
@@ -58,7 +60,7 @@ class TaskListView(APIView):
 
     @extend_schema(operation_id="tasks_list", **LIST_SCHEMA)
     def get(self, request: Request) -> Response:
-        query = ListQuerySerializer(data=request.query_params)
+        query = ListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         q = query.validated_data
         # The list shows no params, result or error text: leave those (possibly large) columns unread.
@@ -71,29 +73,29 @@ class TaskListView(APIView):
             tasks = tasks.filter(state=q["state"])
         if "task_type" in q:
             tasks = tasks.filter(task_type=q["task_type"])
-        page, page_size = q["page"], q["page_size"]
+        page_size = q["page_size"]
+        page: int | None = None  # unknown on a cursor page; a cursor makes ``page`` ignored
         total, estimated = capped_count(tasks, conf.LIST_COUNT_CAP)
         total_pages = max(1, math.ceil(total / page_size))
         if "cursor" in q:
-            if page != 1:
-                raise ApiError(_("Use either page or cursor, not both."), code="invalid_request")
             try:
                 tasks = after_cursor(tasks, q["cursor"])
             except InvalidCursor as exc:
                 raise ApiError(str(exc), code="invalid_cursor") from None
             offset = 0
         else:
-            if page > total_pages and not estimated:
+            page = number = q["page"]
+            if number > total_pages and not estimated:
                 raise ApiError(
                     _("Page %(page)s is out of range: the last page is %(last)s.")
-                    % {"page": page, "last": total_pages},
+                    % {"page": number, "last": total_pages},
                     code="page_out_of_range",
                     status_code=status.HTTP_404_NOT_FOUND,
                 )
-            offset = (page - 1) * page_size
+            offset = (number - 1) * page_size
             if offset > conf.MAX_LIST_OFFSET:
                 raise ApiError(
-                    _("Page %(page)s is too deep for page numbers: follow next_cursor instead.") % {"page": page},
+                    _("Page %(page)s is too deep for page numbers: follow next_cursor instead.") % {"page": number},
                     code="page_too_deep",
                 )
         rows = fetch_page(tasks, offset, page_size + 1)
@@ -103,7 +105,7 @@ class TaskListView(APIView):
             # The last page: the estimate is replaced by the exact total.
             total, estimated = offset + len(rows), False
             total_pages = max(1, math.ceil(total / page_size))
-            if not rows and page > 1:
+            if not rows and page is not None and page > 1:
                 raise ApiError(
                     _("Page %(page)s is out of range: the last page is %(last)s.")
                     % {"page": page, "last": total_pages},
@@ -152,7 +154,8 @@ class TaskSubmitView(TaskListView):
                 str,
                 OpenApiParameter.HEADER,
                 required=False,
-                description="1-255 printable ASCII characters; one task per key and user.",
+                pattern=services.IDEMPOTENCY_KEY.pattern,
+                description="1-255 printable ASCII characters, no spaces; one task per key and user.",
             )
         ],
     )
@@ -217,7 +220,7 @@ class TaskCancelView(APIView):
         responses={
             200: OpenApiResponse(CancelResponseSerializer, description="Cancelled: it had not started."),
             202: OpenApiResponse(CancelResponseSerializer, description="Running: asked to stop."),
-            **errors(403, 404, 405, 406, 409),
+            **errors(403, 404, 405, 406, 409, 413),
         },
         description=(
             "Cancel a task. A waiting task (PENDING, RETRYING, or delayed) becomes CANCELLED at once (200) and "
@@ -252,7 +255,7 @@ class TaskRetryView(APIView):
     @extend_schema(
         operation_id="tasks_retry",
         request=None,
-        responses={201: RetryResponseSerializer, **errors(400, 403, 404, 405, 406, 409, 429)},
+        responses={201: RetryResponseSerializer, **errors(400, 403, 404, 405, 406, 409, 413, 429)},
         description=(
             "Retry a FAILED or CANCELLED task: a new task with the same type and params, owned by the caller, "
             "with `retry_of` pointing at this one (which keeps its history). A FINISHED task answers 409: "
@@ -282,7 +285,7 @@ class TaskRerunView(TaskRetryView):
     @extend_schema(
         operation_id="tasks_rerun",
         request=None,
-        responses={201: RetryResponseSerializer, **errors(400, 403, 404, 405, 406, 409, 429)},
+        responses={201: RetryResponseSerializer, **errors(400, 403, 404, 405, 406, 409, 413, 429)},
         description=(
             "Re-run a FINISHED, FAILED or CANCELLED task: a new task with the same type and params, owned by the "
             "caller, with `retry_of` pointing at this one. A waiting or running task answers 409."

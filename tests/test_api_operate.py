@@ -128,7 +128,7 @@ def test_submit_with_a_delay(api):
     task = LongTimeTask.objects.get(id=response.json()["task_id"])
     assert abs((task.run_after - timezone.now()).total_seconds() - 2 * 86400) < 60
     both = submit(api, {"task_type": "test_echo", "countdown": 5, "run_after": when})
-    assert_error(both, 400, "invalid_request", "Give run_after or countdown, not both.")
+    assert_error(both, 400, "invalid_params", "Give run_after or countdown, not both.")
     for bad in ({"countdown": -1}, {"countdown": "soon"}, {"run_after": "tomorrow"}, {"countdown": 10**9}):
         response = submit(api, {"task_type": "test_echo", **bad})
         assert response.status_code == 400, bad

@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any, cast
 
 from django import forms
@@ -180,6 +180,24 @@ class FilterForm(forms.Form):
         except ValueError:
             raise forms.ValidationError(_("Enter a task id (a number) or a Celery task id.")) from None
 
+    def clean_created_from(self) -> datetime | None:
+        return self._day_bound(self.cleaned_data.get("created_from"), time.min)
+
+    def clean_created_to(self) -> datetime | None:
+        return self._day_bound(self.cleaned_data.get("created_to"), time.max)
+
+    @staticmethod
+    def _day_bound(day: date | None, at: time) -> datetime | None:
+        """The start or end of ``day`` in the current time zone, in UTC. The first day of year 1 east of UTC
+        and the last of year 9999 west of it do not exist in UTC: a form error, where SQLite raised
+        OverflowError (a 500) when it converted the bound."""
+        if day is None:
+            return None
+        try:
+            return datetime.combine(day, at, timezone.get_current_timezone()).astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError(_("Enter a date from 0001-01-02 to 9999-12-30.")) from None
+
     def filter(self, tasks: Any) -> Any:
         data = self.cleaned_data
         q = data.get("q")
@@ -191,9 +209,8 @@ class FilterForm(forms.Form):
             tasks = tasks.filter(state=data["state"])
         if data.get("task_type"):
             tasks = tasks.filter(task_type=data["task_type"])
-        zone = timezone.get_current_timezone()
         if data.get("created_from"):
-            tasks = tasks.filter(create_at__gte=datetime.combine(data["created_from"], time.min, zone))
+            tasks = tasks.filter(create_at__gte=data["created_from"])
         if data.get("created_to"):
-            tasks = tasks.filter(create_at__lte=datetime.combine(data["created_to"], time.max, zone))
+            tasks = tasks.filter(create_at__lte=data["created_to"])
         return tasks
