@@ -460,10 +460,10 @@ EXAMPLES: dict[tuple[int, tuple[str, ...]], list[tuple[str, Request]]] = {
     (429, ("throttled",)): [("throttled", _throttled)],
     (429, ("too_many_unfinished",)): [("too_many_unfinished", _too_many_unfinished)],
     (429, ("too_many_streams",)): [("too_many_streams", lambda f: _stream(f, LONG_TIME_TASK_EVENTS_MAX_PER_USER=0))],
-    (503, ("events_busy", "events_disabled")): [
+    (429, ("events_busy",)): [("events_busy", _events_busy)],
+    (503, ("events_disabled",)): [
         ("events_disabled", lambda f: _stream(f, LONG_TIME_TASK_EVENTS_ENABLED=False)),
         ("events_disabled", lambda f: f.api.get("/api/tasks/events/", HTTP_ACCEPT="text/event-stream")),  # 1 thread
-        ("events_busy", _events_busy),
     ],
 }
 
