@@ -57,14 +57,15 @@ def _from_suspicious(exc: SuspiciousOperation, context: dict[str, Any]) -> excep
     Django would answer these with its own HTML 400 page (the debug page with DEBUG on): a body over
     ``DATA_UPLOAD_MAX_MEMORY_SIZE``, which DRF reads whole before its parser does (also when a session
     request's CSRF check reads ``request.POST``); more than ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` query or form
-    fields. Logged as Django logs them.
+    fields. Logged as Django logs them (``django.security.<name>``), but a body over Django's limit at WARNING
+    rather than ERROR: to this API it is one more body over ``MAX_BODY_BYTES``, a client's 413 like the others.
     """
     request = context.get("request")
-    logging.getLogger(f"django.security.{type(exc).__name__}").error(
-        str(exc), extra={"status_code": 413 if isinstance(exc, RequestDataTooBig) else 400, "request": request}
-    )
+    logger = logging.getLogger(f"django.security.{type(exc).__name__}")
     if isinstance(exc, RequestDataTooBig):
+        logger.warning(str(exc), extra={"status_code": 413, "request": request})
         return request_too_large()
+    logger.error(str(exc), extra={"status_code": 400, "request": request})
     if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
         return exceptions.ParseError(_("The request has too many fields."), code="invalid_request")
     return exceptions.ParseError(_("The request was refused as suspicious."), code="invalid_request")

@@ -23,8 +23,11 @@ import redis
 from django.conf import settings
 
 from tests.security.stack import Client, Stack, redis_url_with_db, stack_env
+from tests.workers import wait_for
 
 CACHE_DB = 11  # the stack's cache (throttle counters) on the tests' Redis, unless TEST_CACHE_URL says otherwise
+BROKER_DB = 12  # the stack's broker, likewise (TEST_STACK_BROKER_URL)
+STACK_APPLICATION = "ltt-security-stack"  # application_name of the stack's database connections
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,23 +58,43 @@ def stack_database(worker_database: str, django_db_blocker: Any) -> Iterator[str
 
 @pytest.fixture(scope="package")
 def stack(stack_database: str, broker: redis.Redis, tmp_path_factory: Any, django_db_blocker: Any) -> Iterator[Stack]:
-    """gunicorn gthread + gunicorn uvicorn (+ a Celery worker on demand) on the test database, DEBUG off."""
-    database_url = urlunsplit(urlsplit(settings.TEST_DATABASE_URL)._replace(path=f"/{stack_database}"))
+    """gunicorn gthread + gunicorn uvicorn (+ a Celery worker on demand) on the test database, DEBUG off.
+
+    Its broker and its cache are Redis databases of their own, so that no other test's worker (the integration
+    suite's runs for the whole session) takes the stack's tasks. Its database connections carry an application
+    name, so that the teardown can wait until every one of them is gone before the database is emptied (and,
+    later, dropped)."""
+    query = f"application_name={STACK_APPLICATION}"
+    database_url = urlunsplit(urlsplit(settings.TEST_DATABASE_URL)._replace(path=f"/{stack_database}", query=query))
     cache_url = os.environ.get("TEST_CACHE_URL") or redis_url_with_db(settings.TEST_REDIS_URL, CACHE_DB)
-    cache = redis.Redis.from_url(cache_url)
-    cache.flushdb()
+    broker_url = os.environ.get("TEST_STACK_BROKER_URL") or redis_url_with_db(settings.TEST_REDIS_URL, BROKER_DB)
+    stores = [redis.Redis.from_url(url) for url in (cache_url, broker_url)]
+    for store in stores:
+        store.flushdb()
     root = tmp_path_factory.mktemp("stack")
-    env = stack_env(database_url=database_url, broker_url=settings.CELERY_BROKER_URL, cache_url=cache_url, root=root)
+    env = stack_env(database_url=database_url, broker_url=broker_url, cache_url=cache_url, root=root)
     running = Stack(root=root, env=env)
     try:
         yield running.start()
     finally:
         running.stop()
-        cache.flushdb()
-        cache.close()
+        for store in stores:
+            store.flushdb()
+            store.close()
         from django.core.management import call_command
+        from django.db import connection
+
+        def stack_sessions() -> int:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = %s",
+                    [STACK_APPLICATION],
+                )
+                return int(cursor.fetchone()[0])
 
         with django_db_blocker.unblock():
+            wait_for(lambda: stack_sessions() == 0, timeout=30, what="the stack's database sessions to end")
             call_command("flush", interactive=False, verbosity=0)
 
 

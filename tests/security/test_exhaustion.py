@@ -83,25 +83,43 @@ def test_a_flood_of_failed_logins_does_not_slow_the_api_for_others(
 # ---------------------------------------------------------------- event streams
 
 
+def read_until_end(response: Any) -> bool:
+    """Reads a held stream until the server ends it with ``event: end`` (bounded by the socket's timeout)."""
+    text = b""
+    while b"event: end" not in text:
+        chunk = response.read1(65536)
+        if not chunk:
+            return False
+        text += chunk
+    return True
+
+
 def test_one_user_holding_streams_on_gthread_gets_one_per_process_and_others_are_served(
-    make_person: Callable[..., Person], make_task: Callable[..., Any]
+    make_person: Callable[..., Person], make_task: Callable[..., Any], orm: None
 ) -> None:
     """The gthread server runs 2 processes of 4 threads: at most one stream each, whoever asks; the rest are
     refused at once (429 events_busy, Retry-After), and another user's API calls are answered meanwhile."""
+    from long_time_task.models import LongTimeTask
+
     hog, other = make_person("user"), make_person("user")
     task, theirs = make_task(hog.user), make_task(other.user)
     client = hog.api()
     with ExitStack() as held:
-        statuses = []
+        served = []
         for _ in range(10):
             response = held.enter_context(client.hold_stream(f"/api/tasks/{task.id}/events/"))
-            statuses.append(response.status)
-            if response.status != 200:
-                assert response.getheader("Retry-After") == "3"
+            if response.status == 200:
+                served.append(response)
+            else:
+                assert response.status == 429 and response.getheader("Retry-After") == "3"
                 assert b'"code":"events_busy"' in response.read().replace(b" ", b"")
-        assert statuses.count(200) <= 2 and statuses.count(429) >= 8, statuses
+        assert 1 <= len(served) <= 2, len(served)
         for _ in range(5):
             assert other.api().get(f"/api/tasks/{theirs.id}/", timeout=10).status == 200
+        # The task finishes: each stream ends, and the server gives its place back as it closes it (rather than
+        # when it next notices the client gone), so the suite's next streams find the places free.
+        LongTimeTask.objects.filter(id=task.id).update(state="FINISHED")
+        assert all(read_until_end(response) for response in served)
 
 
 def test_one_user_holding_streams_on_asgi_is_capped_per_user(
