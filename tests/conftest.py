@@ -156,12 +156,37 @@ def broker() -> Iterator[redis.Redis | None]:
 
 
 @pytest.fixture(scope="session")
-def worker_database(django_db_setup: Any, django_db_blocker: Any) -> str:
-    """The name of the test database, for worker processes to connect to (services required)."""
+def worker_database(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    """The name of the test database, for worker processes to connect to (services required).
+
+    At the end of the run, it waits until the processes the tests started have left the database: pytest-django
+    drops it next, and PostgreSQL refuses to drop a database someone is still connected to."""
     require_services()
     from django.db import connection
 
-    return str(connection.settings_dict["NAME"])
+    yield str(connection.settings_dict["NAME"])
+    with django_db_blocker.unblock():
+        others = wait_for_other_sessions(timeout=30)
+    assert not others, f"sessions still on the test database at the end of the run: {others}"
+
+
+def wait_for_other_sessions(timeout: float) -> list[tuple[Any, ...]]:
+    """Waits until no session but this one is connected to the test database; those still there after ``timeout``."""
+    import time
+
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid, application_name, client_port, state, backend_start, left(query, 200)"
+                " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            others = cursor.fetchall()
+        if not others or time.monotonic() > deadline:
+            return others
+        time.sleep(0.2)
 
 
 class TrackedConnectionPool(redis.ConnectionPool):
