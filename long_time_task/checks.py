@@ -138,3 +138,27 @@ def check_login_throttle(app_configs: Any = None, **kwargs: Any) -> list[Warning
             id="long_time_task.W004",
         )
     ]
+
+
+@register()
+def check_submit_rate(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """A rate the service cannot read would fail every submit: say so at start-up instead."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .conf import conf
+    from .ratelimit import Rate
+
+    text = conf.SUBMIT_RATE
+    if text is None:
+        return []
+    try:
+        Rate.parse(text)
+    except ImproperlyConfigured as exc:
+        return [
+            Error(
+                f"LONG_TIME_TASK_SUBMIT_RATE: {exc}",
+                hint="A number, a slash and a period: 60/min, 10/s, 1000/hour, 5000/day (None: no limit).",
+                id="long_time_task.E002",
+            )
+        ]
+    return []

@@ -19,7 +19,8 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$", re.IGNORECASE)
+# DRF's grammar: the period counts by its first letter ("60/min", "100/hours", "5/days", "10/s").
+RATE = re.compile(r"^\s*(\d+)\s*/\s*([smhd])[a-z]*\s*$", re.IGNORECASE)
 PREFIX = "ltt-rate"
 EPSILON = 1e-6  # float noise in the weights
 
@@ -36,7 +37,8 @@ class Rate:
 
     @classmethod
     def parse(cls, text: str) -> Rate:
-        """``"60/min"``: a number, a slash, and ``s``, ``min``, ``hour`` or ``day`` (or their first letter)."""
+        """``"60/min"``: a number, a slash, and a period read by its first letter, as DRF reads it: ``s``, ``m``,
+        ``h`` or ``d`` (``sec``, ``min``, ``minutes``, ``hour``, ``hours``, ``days``...)."""
         match = RATE.match(text)
         if match is None or int(match.group(1)) < 1:
             raise ImproperlyConfigured(f"{text!r} is not a rate: use e.g. 60/min, 10/s, 1000/hour or 5000/day")

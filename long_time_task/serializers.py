@@ -53,8 +53,8 @@ class _StartField(serializers.Field):  # type: ignore[type-arg]
 
 
 class StartTimeField(_StartField, serializers.DateTimeField):
-    """``run_after``: an ISO 8601 date and time (or a date: its midnight); without an offset, in the current
-    time zone. Returned in UTC. A time that does not exist in UTC (year 1 ahead of UTC, year 9999 behind it)
+    """``run_after``: an ISO 8601 date and time (or a date: its midnight); without an offset, in the server's
+    time zone (``TIME_ZONE``). Returned in UTC. A time that does not exist in UTC (year 1 ahead of UTC, year 9999 behind it)
     is refused here, where DRF's own field raised OverflowError (a 500)."""
 
     refusal = gettext_lazy("run_after must be an ISO 8601 date and time, e.g. 2026-12-01T09:00:00+08:00.")
@@ -66,9 +66,10 @@ class StartTimeField(_StartField, serializers.DateTimeField):
             parsed = None
         if parsed is None:
             raise _bad_start(str(self.refusal))
-        if timezone.is_naive(parsed):
-            parsed = timezone.make_aware(parsed)
         try:
+            if timezone.is_naive(parsed):
+                # The server's zone, as the schema says: not the zone a browser's cookie chose for its pages.
+                parsed = timezone.make_aware(parsed, timezone.get_default_timezone())
             return parsed.astimezone(UTC)
         except OverflowError:
             raise _bad_start(_("run_after is out of range.")) from None

@@ -324,12 +324,8 @@ def reportable_tasks() -> tuple[QuerySet[LongTimeTask], str]:
     context = current_context()
     if context is None or context.owner_id is None:
         return tasks, "all"
-    owner = context.owner
-    if owner is None:  # the owner was deleted since the submit: the report is no one's
-        return tasks.none(), "own"
-    if sees_all(owner):
-        return tasks, "all"
-    return tasks.filter(owner_id=context.owner_id), "own"
+    owner = context.owner  # None if deleted since the submit: then the report is no one's (visible_to: none)
+    return tasks.visible_to(owner), "all" if owner is not None and sees_all(owner) else "own"
 
 
 def task_report(days: int, detailed: bool) -> dict[str, Any]:

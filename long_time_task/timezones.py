@@ -14,7 +14,7 @@ dashboard also sets it itself, so it works without the middleware).
 from __future__ import annotations
 
 import zoneinfo
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 from django.http import HttpRequest
@@ -59,13 +59,22 @@ def utc_offset(value: datetime) -> str:
     return f"UTC{'+' if offset > 0 else '-'}{hours:02d}:{minutes:02d}"
 
 
+def local_time(value: datetime) -> datetime:
+    """``value`` in the current time zone, or in UTC where that zone's time is past the calendar's ends
+    (9999-12-31 20:00 UTC is already year 10000 east of UTC)."""
+    try:
+        return timezone.localtime(value)
+    except OverflowError:
+        return value.astimezone(UTC)
+
+
 def display_time(value: datetime) -> str:
     """``2025-01-05 23:33:00 UTC+08:00``: ``value`` in the current time zone."""
-    local = timezone.localtime(value)
+    local = local_time(value)
     return f"{local:%Y-%m-%d %H:%M:%S} {utc_offset(local)}"
 
 
 def time_html(value: datetime) -> SafeString:
     """A ``<time>`` element the pages' script redraws in the browser's zone (the same text, once known)."""
-    local = timezone.localtime(value)
+    local = local_time(value)
     return format_html('<time datetime="{}" data-local>{}</time>', local.isoformat(), display_time(local))

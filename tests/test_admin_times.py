@@ -74,3 +74,31 @@ def test_the_api_answers_iso_8601_with_the_offset_of_the_same_zone(
     body = client.get(f"/api/tasks/{task.id}/").json()["task"]
     assert body["finish_at"] == "2025-01-05T10:33:07-05:00"
     assert datetime.fromisoformat(body["finish_at"]) == INSTANT
+
+
+def test_a_naive_run_after_is_read_in_the_servers_zone_whatever_the_browser_said() -> None:
+    """The schema says "without an offset, the server's time zone": the viewer's zone (which the middleware
+    activates from a browser's cookie) changes how pages show times, not what a submitted time means."""
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    from long_time_task.serializers import SubmitSerializer
+
+    with timezone.override("America/New_York"):
+        data = SubmitSerializer(data={"task_type": "test_echo", "run_after": "2030-01-01T09:00:00"})
+        data.is_valid()
+    assert data.validated_data["run_after"] == datetime(2030, 1, 1, 9, tzinfo=ZoneInfo("Asia/Shanghai"))
+
+
+def test_a_time_past_the_calendars_end_in_the_viewers_zone_is_shown_in_utc(
+    client: Client, superuser: Any, task: LongTimeTask
+) -> None:
+    """9999-12-31 20:00 UTC is already year 10000 in Shanghai: the admin's token list showed a 500."""
+    from long_time_task.models import ApiToken
+
+    token, _ = ApiToken.issue(superuser)
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=datetime(9999, 12, 31, 20, 0, tzinfo=UTC))
+    client.force_login(superuser)
+    html = client.get("/admin/long_time_task/apitoken/").content.decode()
+    assert "9999-12-31 20:00:00 UTC" in html

@@ -60,7 +60,18 @@ def dashboard(user: Any) -> Client:
 
 @pytest.mark.parametrize(
     ("text", "limit", "period"),
-    [("60/min", 60, 60), ("10/s", 10, 1), ("5 / hour", 5, 3600), ("1000/day", 1000, 86400), ("3/m", 3, 60)],
+    [
+        ("60/min", 60, 60),
+        ("10/s", 10, 1),
+        ("5 / hour", 5, 3600),
+        ("1000/day", 1000, 86400),
+        ("3/m", 3, 60),
+        # DRF's throttles read the period by its first letter: a project's existing rate keeps working.
+        ("100/hours", 100, 3600),
+        ("60/minutes", 60, 60),
+        ("10/seconds", 10, 1),
+        ("5/days", 5, 86400),
+    ],
 )
 def test_rates_parse(text, limit, period):
     assert (Rate.parse(text).limit, Rate.parse(text).period) == (limit, period)
@@ -212,6 +223,15 @@ def test_server_code_is_not_limited(user, settings):
 
 
 # ---------------------------------------------------------------- what does not count
+
+
+def test_a_rate_the_service_cannot_read_is_a_system_check_error(settings):
+    from long_time_task.checks import check_submit_rate
+
+    settings.LONG_TIME_TASK_SUBMIT_RATE = "60/fortnight"
+    assert [error.id for error in check_submit_rate()] == ["long_time_task.E002"]
+    settings.LONG_TIME_TASK_SUBMIT_RATE = "60/minutes"
+    assert check_submit_rate() == []
 
 
 def test_rejected_submits_do_not_use_up_the_rate(api, user, clock, settings):
