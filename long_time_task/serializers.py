@@ -54,8 +54,8 @@ class _StartField(serializers.Field):  # type: ignore[type-arg]
 
 class StartTimeField(_StartField, serializers.DateTimeField):
     """``run_after``: an ISO 8601 date and time (or a date: its midnight); without an offset, in the server's
-    time zone (``TIME_ZONE``). Returned in UTC. A time that does not exist in UTC (year 1 ahead of UTC, year 9999 behind it)
-    is refused here, where DRF's own field raised OverflowError (a 500)."""
+    time zone (``TIME_ZONE``). Returned in UTC. A time that does not exist in UTC (year 1 ahead of UTC, year
+    9999 behind it) is refused here, where DRF's own field raised OverflowError (a 500)."""
 
     refusal = gettext_lazy("run_after must be an ISO 8601 date and time, e.g. 2026-12-01T09:00:00+08:00.")
 
