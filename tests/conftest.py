@@ -67,7 +67,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if LINGERING_SESSIONS:
         terminalreporter.section("lingering database sessions")
         for line in LINGERING_SESSIONS:
-            terminalreporter.write_line(f"ended at the end of the run, still connected after 15 s: {line}")
+            terminalreporter.write_line(
+                f"ended at the end of the run, still connected after 15 s (pytest is pid {os.getpid()}): {line}"
+            )
     if SKIPPED_SERVICES:
         from django.db import connection
 
@@ -179,6 +181,7 @@ def worker_database(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
                 cursor.execute(
                     "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [[r[0] for r in others]]
                 )
+            wait_for_other_sessions(timeout=15)  # ending a backend takes a moment
 
 
 LINGERING_SESSIONS: list[str] = []
