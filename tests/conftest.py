@@ -162,20 +162,27 @@ def broker() -> Iterator[redis.Redis | None]:
 
 
 @pytest.fixture(scope="session")
-def worker_database(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    """The name of the test database, for worker processes to connect to (services required).
-
-    At the end of the run, it waits until the processes the tests started have left the database: pytest-django
-    drops it next, and PostgreSQL refuses to drop a database someone is still connected to."""
+def worker_database(django_db_setup: Any, django_db_blocker: Any) -> str:
+    """The name of the test database, for worker processes to connect to (services required)."""
     require_services()
     from django.db import connection
 
-    yield str(connection.settings_dict["NAME"])
+    return str(connection.settings_dict["NAME"])
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's, and at the end of the run, right before it drops the test database: wait until every other
+    session has left it (PostgreSQL refuses to drop a database someone is connected to). One still there after
+    15 s is named in the summary, with the process holding it, and ended, so that the drop works."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
     with django_db_blocker.unblock():
         others = wait_for_other_sessions(timeout=15)
         if others:
-            # Not a test's failure: say who they were (their process, by client port), and end them so that the
-            # database can be dropped.
             LINGERING_SESSIONS.extend(f"{row} {owner_of_port(row[2])}" for row in others)
             with connection.cursor() as cursor:
                 cursor.execute(
