@@ -172,23 +172,26 @@ def worker_database(django_db_setup: Any, django_db_blocker: Any) -> str:
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
-    """pytest-django's, and at the end of the run, right before it drops the test database: wait until every other
-    session has left it (PostgreSQL refuses to drop a database someone is connected to). One still there after
-    15 s is named in the summary, with the process holding it, and ended, so that the drop works."""
+    """pytest-django's, and at the end of the run, right before it drops the test database: wait until every session
+    has left it (PostgreSQL refuses to drop a database someone is connected to). One still there after 15 s is named
+    in the summary, with the process holding it, and ended, so that the drop works."""
     yield
     from django.db import connection
 
     if connection.vendor != "postgresql":
         return
-    with django_db_blocker.unblock():
-        others = wait_for_other_sessions(timeout=15)
+    name = str(connection.settings_dict["NAME"])
+    connection.close()  # this process's own (the drop closes it too; after the fault suite it may be broken)
+    import psycopg
+
+    db = connection.settings_dict
+    params = {"host": db["HOST"], "port": db["PORT"] or None, "user": db["USER"], "password": db["PASSWORD"]}
+    with psycopg.connect(dbname="postgres", autocommit=True, **{k: v for k, v in params.items() if v}) as admin:
+        others = sessions_on(admin, name, timeout=15)
         if others:
             LINGERING_SESSIONS.extend(f"{row} {owner_of_port(row[2])}" for row in others)
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [[r[0] for r in others]]
-                )
-            wait_for_other_sessions(timeout=15)  # ending a backend takes a moment
+            admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [[r[0] for r in others]])
+            sessions_on(admin, name, timeout=15)  # ending a backend takes a moment
 
 
 LINGERING_SESSIONS: list[str] = []
@@ -205,22 +208,19 @@ def owner_of_port(port: Any) -> str:
     return out.strip() or "(process gone)"
 
 
-def wait_for_other_sessions(timeout: float) -> list[tuple[Any, ...]]:
-    """Waits until no session but this one is connected to the test database; those still there after ``timeout``."""
+def sessions_on(admin: Any, database: str, timeout: float) -> list[tuple[Any, ...]]:
+    """Waits until no session is connected to ``database``; those still there after ``timeout``."""
     import time
-
-    from django.db import connection
 
     deadline = time.monotonic() + timeout
     while True:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pid, application_name, client_port, state, backend_start, left(query, 200)"
-                " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            others = cursor.fetchall()
+        others = admin.execute(
+            "SELECT pid, application_name, client_port, state, backend_start, left(query, 200)"
+            " FROM pg_stat_activity WHERE datname = %s",
+            [database],
+        ).fetchall()
         if not others or time.monotonic() > deadline:
-            return others
+            return list(others)
         time.sleep(0.2)
 
 
