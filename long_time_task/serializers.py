@@ -137,13 +137,19 @@ class SubmitSerializer(Serializer):
         return attrs
 
 
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\x00]*$"})
+class TaskTypeQueryField(serializers.CharField):
+    """A task type in the query: what DRF's CharField takes, and the schema says so, NUL characters included
+    (refused, ``null_characters_not_allowed``, as a NUL anywhere in a query is)."""
+
+
 class ListQuerySerializer(Serializer):
     """The list's query. Give it ``query_params.dict()``: from a QueryDict, DRF reads an empty value as an
     absent one (``?task_type=`` would list every type), which the schema (minLength 1) does not allow."""
 
     state = serializers.ChoiceField(choices=TaskState.choices, required=False)
     # Not trimmed: " " is a (matching nothing) type name to the schema, and a cursor ends where its pattern does.
-    task_type = serializers.CharField(required=False, max_length=100, trim_whitespace=False)
+    task_type = TaskTypeQueryField(required=False, max_length=100, trim_whitespace=False)
     page = serializers.IntegerField(
         required=False, default=1, min_value=1, max_value=10**9, help_text="Ignored when cursor is given."
     )
