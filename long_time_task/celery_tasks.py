@@ -12,10 +12,11 @@ from celery import Task, shared_task, signals
 from celery.exceptions import TimeLimitExceeded
 from django.db import close_old_connections, connection
 
-from . import deferred, recovery
+from . import recovery
 from .conf import conf
+from .dispatch import EXECUTOR_TASK
 from .executor import Executor
-from .heartbeat import EXECUTOR_TASK, LeaseHeartbeat
+from .heartbeat import LeaseHeartbeat
 
 logger = logging.getLogger(__name__)
 _heartbeat: LeaseHeartbeat | None = None
@@ -66,7 +67,6 @@ def maybe_refresh_connection() -> None:
     now = time.monotonic()
     if now - _last_refresh >= conf.CONNECTION_CHECK_INTERVAL:
         _last_refresh = now
-        deferred.settle()  # read the last finish's reply before the connection may be closed
         close_old_connections()
 
 
@@ -106,15 +106,6 @@ def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
 def _stop_heartbeat(**kwargs: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
-
-
-@signals.worker_process_shutdown.connect(dispatch_uid="long_time_task.deferred.settle")
-def _settle_deferred_finish(**kwargs: Any) -> None:
-    # A pool process that stops reads the reply of its last finish (and records a refusal) first.
-    try:
-        deferred.settle()
-    except Exception:
-        logger.exception("Could not read the reply of the last finish")
 
 
 @signals.task_failure.connect(dispatch_uid="long_time_task.worker_lost")

@@ -9,10 +9,9 @@ from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DataError, InterfaceError, OperationalError, connection, router
+from django.db import DataError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from . import deferred
 from .conf import conf
 from .context import TaskCancelled, TaskContext, activate, deactivate
 from .dispatch import publish
@@ -40,13 +39,12 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def check_result(result: Any) -> str:
-    """A result must be storable as JSON on every database (no NaN, no NUL character). Returns its JSON."""
+def check_result(result: Any) -> None:
+    """A result must be storable as JSON on every database (no NaN, no NUL character)."""
     text = json.dumps(result, allow_nan=False, ensure_ascii=False)
     if "\\u0000" in text or "\x00" in text:
         raise ValueError("result contains a NUL character")
     text.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
-    return text
 
 
 class Executor:
@@ -58,7 +56,6 @@ class Executor:
     def run(self, task_id: int, attempt: int) -> str:
         """Returns what happened: claimed-and-finished, failed, retrying, or skipped."""
         tasks = LongTimeTask.objects
-        deferred.settle(router.db_for_write(LongTimeTask))  # the previous task's finish, if its reply is still unread
         try:
             claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
         except (OperationalError, InterfaceError):
@@ -117,12 +114,12 @@ class Executor:
     def _record_result(self, task_id: int, attempt: int, result: Any) -> str:
         tasks = LongTimeTask.objects
         try:
-            result_json = check_result(result)
+            check_result(result)
         except (TypeError, ValueError):
             message = "The task returned a result that cannot be stored as JSON."
             return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())
         try:
-            finished = tasks.finish(task_id, attempt=attempt, result=result, result_json=result_json)
+            finished = tasks.finish(task_id, attempt=attempt, result=result)
         except DataError:  # a value this database refuses, which check_result did not foresee
             message = "The task returned a result that the database cannot store."
             return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())

@@ -23,10 +23,9 @@ from typing import Any
 from django.db import close_old_connections, connection
 
 from .conf import conf
+from .dispatch import EXECUTOR_TASK
 
 logger = logging.getLogger(__name__)
-
-EXECUTOR_TASK = "long_time_task.celery_tasks.execute_long_time_task"
 
 
 def active_requests() -> list[Any]:

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from django.db import connections, models, router
+from django.db import connections, models
 from django.db.models import ExpressionWrapper, sql
 from django.db.models.functions import Coalesce, Greatest, Now
 from django.utils import timezone
-
-from . import deferred
 
 if TYPE_CHECKING:
     from .models import LongTimeTask  # noqa: F401 - the QuerySet's type argument
@@ -204,17 +202,21 @@ class InsertPlan:
 def hot_cursor(db: str) -> Any:
     """A cursor for the statements of the hot path (the submit's INSERT, claim, progress, finish).
 
-    On PostgreSQL with psycopg 3 it binds parameters on the server and prepares each statement once per
-    connection, so the server skips parsing and planning it on every task (about a third of a claim's
-    database CPU). Django's own cursors bind on the client and never prepare. Everything else about the
-    cursor is Django's: error translation, execute wrappers, query logging. Turn it off with
-    ``LONG_TIME_TASK_PREPARED_STATEMENTS = False`` behind a pooler that cannot keep prepared statements
+    On PostgreSQL with psycopg 3 it is psycopg's own server-binding ``Cursor`` on Django's connection, and
+    ``execute(..., prepare=True)`` prepares each statement once per connection (psycopg's documented
+    prepared-statement API), so the server skips parsing and planning it on every task (about a third of a
+    claim's database CPU). Django's cursors bind on the client and never prepare. Errors are still Django's
+    (``wrap_database_errors``). Where Django must see the statement (its query log under DEBUG and in tests,
+    or an ``execute_wrapper`` a project installed), it is Django's ordinary cursor, unprepared. Turn it off
+    with ``LONG_TIME_TASK_PREPARED_STATEMENTS = False`` behind a pooler that cannot keep prepared statements
     (PgBouncer in transaction mode before 1.21).
     """
     connection = connections[db]
-    factory = _preparing_cursor_class(connection, logged=connection.queries_logged)
-    if factory is None:
+    if not _prepares(connection):
         return connection.cursor()
+    # What Django's cursor() checks first: the thread owns the connection, no broken atomic block.
+    connection.validate_thread_sharing()
+    connection.validate_no_broken_transaction()
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
@@ -222,42 +224,55 @@ def hot_cursor(db: str) -> Any:
         # Django turns automatic preparing off (None), which also ignores an explicit prepare=True. A
         # threshold no query reaches keeps everything else unprepared, as before.
         raw.prepare_threshold = 2**31
-    with connection.wrap_database_errors:
-        return getattr(connection, "_prepare_cursor")(factory(raw))  # noqa: B009 - private
+    return PreparingCursor(connection, raw)
 
 
-_PREPARING: dict[tuple[type, bool], Any] = {}
-
-
-def _preparing_cursor_class(connection: Any, *, logged: bool) -> Any:
+def _prepares(connection: Any) -> bool:
     from .conf import conf
 
-    if connection.vendor != "postgresql" or not conf.PREPARED_STATEMENTS:
-        return None
-    base = getattr(connection, "ServerBindingCursor", None) or _server_binding_cursor()
-    if base is None or not hasattr(connection, "_prepare_cursor"):
-        return None
-    if (base, logged) not in _PREPARING:
-
-        class PreparingCursor(base):  # type: ignore[misc, valid-type]
-            def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-                kwargs.setdefault("prepare", True)
-                result = super().execute(query, params, **kwargs)
-                if logged and getattr(self, "_query", None) is None:
-                    # A prepared execution leaves no query text for Django's query log (DEBUG, tests).
-                    self._query = self._convert_query(query, params)
-                return result
-
-        _PREPARING[(base, logged)] = PreparingCursor
-    return _PREPARING[(base, logged)]
+    return (
+        connection.vendor == "postgresql"
+        and conf.PREPARED_STATEMENTS
+        and not connection.queries_logged
+        and not connection.execute_wrappers
+        and _psycopg3()
+    )
 
 
-def _server_binding_cursor() -> Any:
+def _psycopg3() -> bool:
     try:
-        from django.db.backends.postgresql.base import ServerBindingCursor  # psycopg 3 only
+        import psycopg  # noqa: F401
     except ImportError:
-        return None
-    return ServerBindingCursor
+        return False
+    return True
+
+
+class PreparingCursor:
+    """psycopg's ``Cursor`` on the connection, every execute prepared, errors translated as Django does."""
+
+    def __init__(self, connection: Any, raw: Any) -> None:
+        import psycopg
+
+        self.connection = connection
+        self.cursor = psycopg.Cursor(raw)
+
+    def __enter__(self) -> PreparingCursor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cursor.close()
+
+    def execute(self, statement: str, params: Sequence[Any]) -> None:
+        with self.connection.wrap_database_errors:
+            self.cursor.execute(statement, params, prepare=True)
+
+    def fetchone(self) -> Any:
+        with self.connection.wrap_database_errors:
+            return self.cursor.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.cursor.rowcount)
 
 
 def sees_all(user: Any) -> bool:
@@ -375,9 +390,9 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
     @property
     def write_db(self) -> str:
         """The database the transitions write to: the queryset's own (``using``), else the router's choice
-        for writes (``self.db`` is the read alias until a queryset is marked for writing)."""
-        own: str | None = getattr(self, "_db", None)
-        return own or router.db_for_write(self.model, **getattr(self, "_hints", {}))
+        for writes (``self.db`` is the read alias until a queryset is marked for writing, as
+        ``select_for_update()`` does; nothing is locked, the clone is never run)."""
+        return self.select_for_update().db  # a queryset marked for writing: its own, else the router's
 
     # ------------------------------------------------------------ the insert of a submit
 
@@ -428,17 +443,9 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
             returned = self.filter(id=task_id).values_list(*ClaimedTask.FIELDS).first() if updated else None
         return ClaimedTask(task_id, *returned) if returned else None
 
-    def finish(self, task_id: int, *, attempt: int, result: Any, result_json: str | None = None) -> bool:
-        """RUNNING -> FINISHED with ``result``; returns whether the row was RUNNING in that attempt.
-
-        Given ``result_json`` (``result`` encoded as JSON, by ``check_result``), on PostgreSQL the statement may
-        be sent without waiting for its reply (``deferred.send_finish``): then it returns True at once, and
-        whether it won is learned, and logged, when the reply is read.
-        """
+    def finish(self, task_id: int, *, attempt: int, result: Any) -> bool:
+        """RUNNING -> FINISHED with ``result``; returns whether the row was RUNNING in that attempt."""
         db = self.write_db
-        if result_json is not None:
-            if deferred.send_finish(db, task_id, attempt, result, None if result is None else result_json):
-                return True
         prepared = LongTimeTaskModel().meta.get_field("result").get_db_prep_save(result, connections[db])
         return bool(FINISH.run(db, {}, task_id=task_id, attempt=attempt, result=prepared))
 

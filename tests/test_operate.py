@@ -304,7 +304,7 @@ def keep_one_day(task_id: int, params: dict[str, Any]) -> None:
 def fake_request(celery_id: str, attempt: int, pid: int) -> Any:
     from types import SimpleNamespace
 
-    from long_time_task.heartbeat import EXECUTOR_TASK
+    from long_time_task.dispatch import EXECUTOR_TASK
 
     return SimpleNamespace(id=celery_id, args=[0, attempt], worker_pid=pid, name=EXECUTOR_TASK)
 

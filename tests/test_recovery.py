@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from celery import current_app
 from django.test import override_settings
 from django.utils import timezone
 
@@ -119,7 +120,7 @@ def test_a_failed_publish_keeps_a_waiting_retry_due_at_its_retry_time(monkeypatc
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(dispatch, "send", refuse)  # however it would have been sent
+    monkeypatch.setattr(current_app.tasks[dispatch.EXECUTOR_TASK], "apply_async", refuse)
     assert dispatch.publish(task, attempt=2, countdown=300) is False
     task.refresh_from_db()
     assert task.redispatch_at == later
@@ -158,7 +159,7 @@ def test_submit_schedules_the_safety_net_and_a_failed_publish_makes_the_row_due(
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(dispatch, "send", refuse)  # however it would have been sent
+    monkeypatch.setattr(current_app.tasks[dispatch.EXECUTOR_TASK], "apply_async", refuse)
     assert dispatch.publish(task, attempt=1) is False
     task.refresh_from_db()
     assert task.redispatch_at <= timezone.now()
