@@ -45,7 +45,7 @@ def operation(name: str, n: int) -> Any:
     """Set up ``name`` for N runs after the warm-up; returns the callable that runs it once."""
     from bench.tasks import raw_noop
     from long_time_task import dispatch, services
-    from long_time_task.executor import Executor
+    from long_time_task.worker.executor import Executor
 
     if name == "raw_publish":
         return lambda: raw_noop.apply_async((time.time(),), queue="default")

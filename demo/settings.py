@@ -232,14 +232,14 @@ LOGIN_REDIRECT_URL = "ltt_dashboard:task_list"
 # ---------------------------------------------------------------- API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "long_time_task.authentication.ApiTokenAuthentication",
+        "long_time_task.api.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["long_time_task.limits.LimitedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["long_time_task.api.limits.LimitedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "long_time_task.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "long_time_task.api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -253,8 +253,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "long_time_task.openapi.add_task_type_params",
-        "long_time_task.openapi.require_event_stream_accept",
+        "long_time_task.api.openapi.add_task_type_params",
+        "long_time_task.api.openapi.require_event_stream_accept",
     ],
     "ENUM_NAME_OVERRIDES": {"TaskStateEnum": "long_time_task.models.TaskState"},
 }

@@ -14,7 +14,7 @@ def favicon(request: HttpRequest) -> HttpResponseRedirect:
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/", include("long_time_task.urls")),
+    path("api/", include("long_time_task.api.urls")),
     path("dashboard/", include("long_time_task.dashboard.urls")),
     path("favicon.ico", favicon, name="favicon"),
     path("", RedirectView.as_view(pattern_name="ltt_dashboard:task_list"), name="home"),

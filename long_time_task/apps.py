@@ -12,7 +12,9 @@ class LongTimeTaskConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import celery_tasks, checks, openapi  # noqa: F401 - Celery tasks, system checks, OpenAPI extension
+        from . import checks  # noqa: F401 - system checks
+        from .api import openapi  # noqa: F401 - the OpenAPI extension
+        from .worker import tasks  # noqa: F401 - the Celery tasks
 
         # Every installed app's tasks_definitions.py, in the web process and in the worker alike.
         autodiscover_modules("tasks_definitions")

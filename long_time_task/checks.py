@@ -85,7 +85,7 @@ def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[War
 
 @register()
 def check_maintenance_scheduled(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
-    from .recovery import REAPER_TASK, SWEEPER_TASK
+    from .worker.recovery import REAPER_TASK, SWEEPER_TASK
 
     schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", None) or {}
     scheduled = {entry.get("task") for entry in schedule.values() if isinstance(entry, dict)}

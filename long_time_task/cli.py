@@ -145,7 +145,7 @@ def task_detail(task: LongTimeTask, *, user: Any) -> dict[str, Any]:
     included (the command line is an operator's tool); ``error_traceback``, ``worker`` and
     ``celery_task_id`` only for the system and staff, as in the API.
     """
-    from .serializers import AuditEventSerializer, TaskDetailSerializer
+    from .api.serializers import AuditEventSerializer, TaskDetailSerializer
 
     data = dict(TaskDetailSerializer(task, context={"request": None}).data)
     retries = LongTimeTask.objects.all() if user is None else LongTimeTask.objects.visible_to(user)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from .conf import conf
 from .models import TERMINAL_STATES, LongTimeTask
-from .querysets import LongTimeTaskQuerySet
+from .models.querysets import LongTimeTaskQuerySet
 from .registry import LongTimeTaskRegister
 
 logger = logging.getLogger(__name__)

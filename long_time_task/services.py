@@ -15,11 +15,11 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .audit import SYSTEM, record
 from .conf import conf
 from .dispatch import publish
 from .models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
-from .querysets import LongTimeTaskQuerySet
+from .models.audit import SYSTEM, record
+from .models.querysets import LongTimeTaskQuerySet
 from .ratelimit import Rate, RateExceeded, Reservation, reserve
 from .registry import InvalidParams, LongTimeTaskRegister, TaskConfig
 

@@ -318,7 +318,7 @@ def reportable_tasks() -> tuple[QuerySet[LongTimeTask], str]:
     of ``view_all_tasks`` see all tasks, anyone else their own. A task without an owner was submitted by
     trusted server code (a command, a periodic job), as is a direct call outside a task: all tasks."""
     from .models import LongTimeTask
-    from .querysets import sees_all
+    from .models.querysets import sees_all
 
     tasks = LongTimeTask.objects.all()
     context = current_context()

@@ -83,7 +83,7 @@ def test_a_naive_run_after_is_read_in_the_servers_zone_whatever_the_browser_said
 
     from django.utils import timezone
 
-    from long_time_task.serializers import SubmitSerializer
+    from long_time_task.api.serializers import SubmitSerializer
 
     with timezone.override("America/New_York"):
         data = SubmitSerializer(data={"task_type": "test_echo", "run_after": "2030-01-01T09:00:00"})

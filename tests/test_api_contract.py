@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from long_time_task.events import IDS_PATTERN, open_streams
+from long_time_task.api.events import IDS_PATTERN, open_streams
 from long_time_task.models import LongTimeTask, TaskState
 from long_time_task.pagination import CURSOR_PATTERN, encode_cursor
 from long_time_task.services import IDEMPOTENCY_KEY

@@ -12,7 +12,6 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from long_time_task import services
-from long_time_task.audit import record
 from long_time_task.cli import (
     ProgressView,
     Snapshot,
@@ -26,6 +25,7 @@ from long_time_task.cli import (
 from long_time_task.conf import conf
 from long_time_task.management.commands.tasks import parse_params
 from long_time_task.models import AuditAction, LongTimeTask, TaskState
+from long_time_task.models.audit import record
 
 pytestmark = pytest.mark.django_db
 

@@ -161,7 +161,7 @@ def test_the_executor_task_acknowledges_as_the_project_says_the_seeds_late_ackno
     (tmp_path / "early_ack_settings.py").write_text("from demo.settings import *\nCELERY_TASK_ACKS_LATE = False\n")
     code = (
         "import django; django.setup(); from demo.celery import app; "
-        "from long_time_task.celery_tasks import execute_long_time_task as t; print(t.acks_late)"
+        "from long_time_task.worker.tasks import execute_long_time_task as t; print(t.acks_late)"
     )
     seen = {}
     for module in ("demo.settings", "early_ack_settings"):

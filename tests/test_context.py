@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from long_time_task.context import TaskContext, activate, current_context, current_owner, deactivate
-from long_time_task.executor import Executor
 from long_time_task.models import LongTimeTask
 from long_time_task.registry import LongTimeTaskRegister
+from long_time_task.worker.executor import Executor
 
 pytestmark = pytest.mark.django_db
 

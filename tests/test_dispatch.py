@@ -109,7 +109,7 @@ def test_a_countdown_becomes_the_messages_eta(redis_broker):
 
 
 def test_the_executor_task_is_registered_under_the_name_the_messages_carry():
-    from long_time_task.celery_tasks import execute_long_time_task
+    from long_time_task.worker.tasks import execute_long_time_task
 
     assert execute_long_time_task.name == dispatch.EXECUTOR_TASK
 

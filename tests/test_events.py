@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from long_time_task.events import hub
+from long_time_task.api.events import hub
 from long_time_task.models import LongTimeTask, TaskState
 from tests.workers import wait_for
 

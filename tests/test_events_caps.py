@@ -13,7 +13,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
-from long_time_task.events import hub, open_streams
+from long_time_task.api.events import hub, open_streams
 from long_time_task.models import TaskState
 from tests.test_events import THREADED, chunks, events, make
 from tests.workers import wait_for

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from long_time_task import executor as executor_module
-from long_time_task.executor import Executor
 from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.worker import executor as executor_module
+from long_time_task.worker.executor import Executor
 from tests.testapp.models import HandlerRun
 
 pytestmark = pytest.mark.django_db

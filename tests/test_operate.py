@@ -317,39 +317,39 @@ def overdue(task: LongTimeTask, *, attempt: int, worker: str) -> LongTimeTask:
 
 
 def test_the_hard_stop_kills_the_current_attempts_process_only(monkeypatch):
-    from long_time_task import heartbeat
+    from long_time_task.worker import heartbeat
 
     task = overdue(make(), attempt=2, worker="A")
     requests = [fake_request(task.celery_task_id, 1, 111), fake_request(task.celery_task_id, 2, 222)]
     monkeypatch.setattr(heartbeat, "active_requests", lambda: requests)
     killed: list[int] = []
-    monkeypatch.setattr("long_time_task.heartbeat.os.kill", lambda pid, sig: killed.append(pid))
+    monkeypatch.setattr("long_time_task.worker.heartbeat.os.kill", lambda pid, sig: killed.append(pid))
     assert heartbeat.enforce_cancels(0, "A") == [task.id]
     assert killed == [222]  # attempt 2's process, not the stale attempt 1's
     assert LongTimeTask.objects.get(id=task.id).state == TaskState.CANCELLED
 
 
 def test_a_stale_attempt_on_another_worker_neither_cancels_nor_kills(monkeypatch):
-    from long_time_task import heartbeat
+    from long_time_task.worker import heartbeat
 
     # Worker A still runs attempt 1 after its lease went to worker B, which runs attempt 2.
     task = overdue(make(), attempt=2, worker="B")
     monkeypatch.setattr(heartbeat, "active_requests", lambda: [fake_request(task.celery_task_id, 1, 111)])
     killed: list[int] = []
-    monkeypatch.setattr("long_time_task.heartbeat.os.kill", lambda pid, sig: killed.append(pid))
+    monkeypatch.setattr("long_time_task.worker.heartbeat.os.kill", lambda pid, sig: killed.append(pid))
     assert heartbeat.enforce_cancels(0, "A") == []
     assert killed == [] and LongTimeTask.objects.get(id=task.id).state == TaskState.RUNNING
 
 
 def test_no_kill_when_the_request_left_between_the_update_and_the_kill(monkeypatch):
-    from long_time_task import heartbeat
+    from long_time_task.worker import heartbeat
 
     task = overdue(make(), attempt=1, worker="A")
     request = fake_request(task.celery_task_id, 1, 333)
     calls = iter([[request], []])  # gone at the second look
     monkeypatch.setattr(heartbeat, "active_requests", lambda: next(calls))
     killed: list[int] = []
-    monkeypatch.setattr("long_time_task.heartbeat.os.kill", lambda pid, sig: killed.append(pid))
+    monkeypatch.setattr("long_time_task.worker.heartbeat.os.kill", lambda pid, sig: killed.append(pid))
     assert heartbeat.enforce_cancels(0, "A") == []
     assert killed == []
     assert LongTimeTask.objects.get(id=task.id).state == TaskState.CANCELLED  # its result would be dropped

@@ -12,9 +12,10 @@ from celery import current_app
 from django.test import override_settings
 from django.utils import timezone
 
-from long_time_task import dispatch, heartbeat, recovery
+from long_time_task import dispatch
 from long_time_task.checks import check_maintenance_scheduled, check_visibility_timeout
 from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.worker import heartbeat, recovery
 
 pytestmark = pytest.mark.django_db
 

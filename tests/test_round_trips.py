@@ -6,11 +6,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from long_time_task import executor as executor_module
 from long_time_task import services
-from long_time_task.executor import Executor
 from long_time_task.models import LongTimeTask, TaskState
 from long_time_task.registry import LongTimeTaskRegister
+from long_time_task.worker import executor as executor_module
+from long_time_task.worker.executor import Executor
 
 pytestmark = pytest.mark.django_db
 

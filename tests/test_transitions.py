@@ -114,7 +114,7 @@ def test_transitions_write_through_the_routers_write_alias(settings):
 def test_update_returning_is_chosen_by_feature_not_by_name():
     from types import SimpleNamespace
 
-    from long_time_task.querysets import update_returning
+    from long_time_task.models.querysets import update_returning
 
     def sqlite(version: tuple[int, ...]) -> SimpleNamespace:
         return SimpleNamespace(vendor="sqlite", Database=SimpleNamespace(sqlite_version_info=version))
@@ -126,8 +126,8 @@ def test_update_returning_is_chosen_by_feature_not_by_name():
 
 @pytest.mark.django_db
 def test_the_fallback_without_update_returning_claims_and_reports_progress_too(monkeypatch):
-    from long_time_task import querysets, services
-    from long_time_task.models import LongTimeTask
+    from long_time_task import services
+    from long_time_task.models import LongTimeTask, querysets
 
     monkeypatch.setattr(querysets, "update_returning", lambda connection: False)
     task = services.submit_task("test_echo", {"n": 1})

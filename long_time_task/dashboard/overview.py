@@ -17,7 +17,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from ..models import LongTimeTask, TaskState
-from ..querysets import LongTimeTaskQuerySet
+from ..models.querysets import LongTimeTaskQuerySet
 
 logger = logging.getLogger(__name__)
 

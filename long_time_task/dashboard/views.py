@@ -22,11 +22,11 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import services
-from ..audit import SYSTEM
 from ..conf import conf
 from ..models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
+from ..models.audit import SYSTEM
+from ..models.querysets import sees_all
 from ..pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
-from ..querysets import sees_all
 from ..registry import InvalidParams, LongTimeTaskRegister, TaskConfig, UnknownTaskType
 from ..retention import result_files
 from ..timezones import viewer_timezone

@@ -13,8 +13,9 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from long_time_task import recovery, services
+from long_time_task import services
 from long_time_task.models import AuditAction, LongTimeTask, TaskState
+from long_time_task.worker import recovery
 from tests.integration.test_worker import wait_until_state
 from tests.testapp.models import HandlerRun
 from tests.workers import wait_for

@@ -19,6 +19,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.dateparse import parse_datetime
 
 from long_time_task import services
+from long_time_task.api.serializers import TaskListItemSerializer
 from long_time_task.cli import (
     ProgressView,
     Snapshot,
@@ -33,7 +34,6 @@ from long_time_task.cli import (
 from long_time_task.cli import describe as describe_task
 from long_time_task.models import LongTimeTask, TaskState
 from long_time_task.registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
-from long_time_task.serializers import TaskListItemSerializer
 
 # What the service layer raises for a request it refuses: each becomes a one-line CommandError.
 SERVICE_ERRORS = (

@@ -15,11 +15,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
-from .conf import conf
-from .models import LongTimeTask, TaskAuditEvent, TaskState
-from .pagination import CURSOR_PATTERN
-from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
-from .services import MAX_DELAY, validate_submission
+from ..conf import conf
+from ..models import LongTimeTask, TaskAuditEvent, TaskState
+from ..pagination import CURSOR_PATTERN
+from ..registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
+from ..services import MAX_DELAY, validate_submission
 
 if TYPE_CHECKING:
     Serializer = serializers.Serializer[Any]

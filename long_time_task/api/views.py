@@ -15,11 +15,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import services
-from .conf import conf
+from .. import services
+from ..conf import conf
+from ..pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
+from ..registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from .errors import ApiError
-from .pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
-from .registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from .serializers import (
     CancelResponseSerializer,
     ErrorResponseSerializer,

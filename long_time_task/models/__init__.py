@@ -1,3 +1,5 @@
+"""The model layer: the task row, its audit trail, API tokens. It imports nothing from the worker or HTTP sides."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,24 +13,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .querysets import LongTimeTaskQuerySet
-
-
-class TaskState(models.TextChoices):
-    """States of a task. PENDING -> RUNNING -> FINISHED | FAILED | CANCELLED; RETRYING waits between attempts.
-
-    A waiting task (PENDING, RETRYING) can be CANCELLED at once; a RUNNING one gets a cancel request first.
-    """
-
-    PENDING = "PENDING", _("Pending")
-    RUNNING = "RUNNING", _("Running")
-    RETRYING = "RETRYING", _("Waiting to retry")
-    FINISHED = "FINISHED", _("Finished")
-    FAILED = "FAILED", _("Failed")
-    CANCELLED = "CANCELLED", _("Cancelled")
-
-
-TERMINAL_STATES = frozenset({TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED})
-WAITING_STATES = frozenset({TaskState.PENDING, TaskState.RETRYING})
+from .states import TERMINAL_STATES as TERMINAL_STATES
+from .states import WAITING_STATES as WAITING_STATES
+from .states import TaskState as TaskState
 
 
 def new_celery_task_id() -> str:

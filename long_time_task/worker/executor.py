@@ -12,13 +12,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DataError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from .conf import conf
-from .context import TaskCancelled, TaskContext, activate, deactivate
-from .dispatch import publish
-from .exceptions import TaskError
-from .models import LongTimeTask
-from .querysets import ClaimedTask
-from .registry import LongTimeTaskRegister, TaskConfig
+from ..conf import conf
+from ..context import TaskCancelled, TaskContext, activate, deactivate
+from ..dispatch import publish
+from ..exceptions import TaskError
+from ..models import LongTimeTask
+from ..models.querysets import ClaimedTask
+from ..registry import LongTimeTaskRegister, TaskConfig
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from django.apps import apps
 from django.db import connections, models
 from django.db.models import ExpressionWrapper, sql
 from django.db.models.functions import Coalesce, Greatest, Now
 from django.utils import timezone
 
+from .states import TaskState
+
 if TYPE_CHECKING:
-    from .models import LongTimeTask  # noqa: F401 - the QuerySet's type argument
+    from . import LongTimeTask  # noqa: F401 - the QuerySet's type argument
 
 
 @dataclass(frozen=True)
@@ -116,13 +119,11 @@ class PreparedUpdate:
 
 
 class LongTimeTaskModel:
-    """Late access to the model's options (the module is imported by models.py)."""
+    """Late access to the model's options (the model's module imports this one)."""
 
     @property
     def meta(self) -> Any:
-        from .models import LongTimeTask
-
-        return LongTimeTask._meta
+        return task_model()._meta
 
 
 NOT_GIVEN = object()
@@ -228,7 +229,7 @@ def hot_cursor(db: str) -> Any:
 
 
 def _prepares(connection: Any) -> bool:
-    from .conf import conf
+    from ..conf import conf
 
     return (
         connection.vendor == "postgresql"
@@ -275,6 +276,11 @@ class PreparingCursor:
         return int(self.cursor.rowcount)
 
 
+def task_model() -> type[LongTimeTask]:
+    """The LongTimeTask model, from Django's app registry: the model imports this module, not the reverse."""
+    return apps.get_model("long_time_task", "LongTimeTask")
+
+
 def sees_all(user: Any) -> bool:
     """Whether ``user`` sees every user's tasks: staff, and holders of ``long_time_task.view_all_tasks``."""
     return bool(user and user.is_authenticated and (user.is_staff or user.has_perm("long_time_task.view_all_tasks")))
@@ -290,10 +296,9 @@ def update_returning(connection: Any) -> bool:
 
 
 def _claim_statement(db: str, task_id: int, attempt: int, previous: int, worker: str, lease: float) -> Any:
-    from .models import LongTimeTask
-
-    s = _states()
-    rows = LongTimeTask.objects.using(db).filter(id=task_id, state__in=[s.PENDING, s.RETRYING], attempts=previous)
+    model = task_model()
+    s = TaskState
+    rows = model.objects.using(db).filter(id=task_id, state__in=[s.PENDING, s.RETRYING], attempts=previous)
     # A delayed task never starts before its time, whatever publishes it (within a clock tolerance: the time
     # was set by the web host's clock, and is compared here with the database's).
     rows = rows.filter(models.Q(run_after__isnull=True) | models.Q(run_after__lte=db_now_plus(CLOCK_TOLERANCE)))
@@ -310,10 +315,9 @@ def _claim_statement(db: str, task_id: int, attempt: int, previous: int, worker:
 
 
 def _finish_statement(db: str, task_id: int, attempt: int, result: Any) -> Any:
-    from .models import LongTimeTask
-
-    s = _states()
-    rows = LongTimeTask.objects.using(db).filter(id=task_id, state=s.RUNNING, attempts=attempt)
+    model = task_model()
+    s = TaskState
+    rows = model.objects.using(db).filter(id=task_id, state=s.RUNNING, attempts=attempt)
     return rows, {
         "state": s.FINISHED,
         "progress": 100.0,
@@ -329,9 +333,8 @@ def _finish_statement(db: str, task_id: int, attempt: int, result: Any) -> Any:
 def _progress_statement(
     db: str, task_id: int, attempt: int, percent: Any, message: str, current: Any, total: Any
 ) -> Any:
-    from .models import LongTimeTask
-
-    rows = LongTimeTask.objects.using(db).filter(id=task_id, state=_states().RUNNING, attempts=attempt)
+    model = task_model()
+    rows = model.objects.using(db).filter(id=task_id, state=TaskState.RUNNING, attempts=attempt)
     return rows, {
         "progress": percent,
         "progress_message": message,
@@ -355,28 +358,22 @@ def storable(text: str, limit: int | None = None) -> str:
     return clean[:limit] if limit else clean
 
 
-def _states() -> Any:
-    from .models import TaskState
-
-    return TaskState
-
-
 class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
     # ------------------------------------------------------------ named filters
     def pending(self) -> LongTimeTaskQuerySet:
-        return self.filter(state=_states().PENDING)
+        return self.filter(state=TaskState.PENDING)
 
     def running(self) -> LongTimeTaskQuerySet:
-        return self.filter(state=_states().RUNNING)
+        return self.filter(state=TaskState.RUNNING)
 
     def finished(self) -> LongTimeTaskQuerySet:
-        return self.filter(state=_states().FINISHED)
+        return self.filter(state=TaskState.FINISHED)
 
     def failed(self) -> LongTimeTaskQuerySet:
-        return self.filter(state=_states().FAILED)
+        return self.filter(state=TaskState.FAILED)
 
     def unfinished(self) -> LongTimeTaskQuerySet:
-        s = _states()
+        s = TaskState
         return self.filter(state__in=[s.PENDING, s.RUNNING, s.RETRYING])
 
     def visible_to(self, user: Any) -> LongTimeTaskQuerySet:
@@ -404,8 +401,6 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         and database, and the constant defaults are prepared once (``InsertPlan``). Like the guarded UPDATEs,
         it sends no model signals.
         """
-        from .models import LongTimeTask
-
         db = self.write_db
         connection = connections[db]
         if not connection.features.can_return_columns_from_insert:
@@ -419,7 +414,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         with connection.cursor() if keyed else hot_cursor(db) as cursor:
             cursor.execute(statement, params)
             (row[0],) = cursor.fetchone()
-        task = LongTimeTask(*row)  # type: ignore[misc] # positional: Django's fast path, every field in order
+        task = self.model(*row)  # type: ignore[misc] # positional: Django's fast path, every field in order
         task._state.adding, task._state.db = False, db
         return task
 
@@ -451,7 +446,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
 
     def fail(self, task_id: int, *, attempt: int | None, message: str, code: str, traceback: str = "") -> bool:
         """RUNNING -> FAILED. With ``attempt=None`` any unfinished state may fail (a hard time limit)."""
-        s = _states()
+        s = TaskState
         rows = self.filter(id=task_id)
         if attempt is None:
             rows = rows.filter(state__in=[s.PENDING, s.RUNNING, s.RETRYING])
@@ -472,7 +467,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
 
     def cancel_waiting(self, task_id: int, *, message: str) -> bool:
         """PENDING/RETRYING -> CANCELLED. A message already queued for it finds nothing to claim."""
-        s = _states()
+        s = TaskState
         now = timezone.now()
         return bool(
             self.filter(id=task_id, state__in=[s.PENDING, s.RETRYING]).update(
@@ -489,7 +484,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
 
     def request_cancel(self, task_id: int) -> bool:
         """Mark a RUNNING row for cancellation (its handler sees it; after a grace period it is stopped)."""
-        s = _states()
+        s = TaskState
         return bool(
             self.filter(id=task_id, state=s.RUNNING).update(
                 cancel_requested_at=Coalesce(models.F("cancel_requested_at"), Now())
@@ -498,7 +493,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
 
     def finish_cancelled(self, task_id: int, *, attempt: int, message: str) -> bool:
         """RUNNING -> CANCELLED for attempt ``attempt``, whose cancel was requested."""
-        s = _states()
+        s = TaskState
         rows = self.filter(id=task_id, state=s.RUNNING, attempts=attempt, cancel_requested_at__isnull=False)
         return bool(
             rows.update(
@@ -520,7 +515,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
             return []
         rows = self.filter(
             celery_task_id__in=ids,
-            state=_states().RUNNING,
+            state=TaskState.RUNNING,
             worker=worker,
             cancel_requested_at__lte=db_now_plus(-grace),
         )
@@ -560,8 +555,8 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
     def cancel_requested(self, task_id: int, *, attempt: int) -> tuple[bool, bool]:
         """(the attempt still owns the row, a cancel was requested): a read, for handlers that only check."""
         row = self.filter(id=task_id).values_list("state", "attempts", "cancel_requested_at").first()
-        if row is None or row[0] != _states().RUNNING or row[1] != attempt:
-            return False, row is not None and row[0] == _states().CANCELLED
+        if row is None or row[0] != TaskState.RUNNING or row[1] != attempt:
+            return False, row is not None and row[0] == TaskState.CANCELLED
         return True, row[2] is not None
 
     def schedule_retry(
@@ -579,7 +574,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
 
         Also used by the reaper for an attempt whose worker was lost (``retry_at`` now).
         """
-        s = _states()
+        s = TaskState
         # A task whose cancel was requested is not retried (the caller cancels it instead).
         rows = self.filter(id=task_id, state=s.RUNNING, attempts=attempt, cancel_requested_at__isnull=True)
         return bool(
@@ -606,15 +601,15 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         ids = list(celery_task_ids)
         if not ids:
             return 0
-        rows = self.filter(celery_task_id__in=ids, state=_states().RUNNING, worker=worker)
+        rows = self.filter(celery_task_id__in=ids, state=TaskState.RUNNING, worker=worker)
         return rows.update(lease_expires_at=db_now_plus(lease))
 
     def lease_expired(self) -> LongTimeTaskQuerySet:
-        return self.filter(state=_states().RUNNING, lease_expires_at__lt=Now())
+        return self.filter(state=TaskState.RUNNING, lease_expires_at__lt=Now())
 
     def dispatch_due(self, now: datetime) -> LongTimeTaskQuerySet:
         """Waiting rows whose message never went out, or has not started for too long."""
-        s = _states()
+        s = TaskState
         return self.filter(state__in=[s.PENDING, s.RETRYING], redispatch_at__lte=now)
 
     def postpone_dispatch(self, task_id: int, *, state: str, attempts: int, seen: datetime, until: datetime) -> bool:
@@ -627,7 +622,7 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
 
     def dispatch_failed(self, task_id: int) -> int:
         """A publish failed: make the row due for the next sweep."""
-        s = _states()
+        s = TaskState
         now = timezone.now()
         waiting = self.filter(id=task_id, state__in=[s.PENDING, s.RETRYING])
         # A waiting retry stays due at its retry time, not earlier.

@@ -46,10 +46,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import services
+from .. import services
+from ..models import TERMINAL_STATES, LongTimeTask, TaskState
+from ..models.querysets import sees_all
 from .errors import ApiError
-from .models import TERMINAL_STATES, LongTimeTask, TaskState
-from .querysets import sees_all
 
 logger = logging.getLogger(__name__)
 

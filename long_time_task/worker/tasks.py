@@ -12,9 +12,9 @@ from celery import Task, shared_task, signals
 from celery.exceptions import TimeLimitExceeded
 from django.db import close_old_connections, connection
 
+from ..conf import conf
+from ..dispatch import EXECUTOR_TASK
 from . import recovery
-from .conf import conf
-from .dispatch import EXECUTOR_TASK
 from .executor import Executor
 from .heartbeat import LeaseHeartbeat
 
@@ -87,13 +87,13 @@ def dispatch_due_tasks() -> int:
 @shared_task(name="long_time_task.purge_expired_tasks", ignore_result=True)
 def purge_expired_tasks() -> int:
     """Run by Celery beat: delete finished tasks past their retention (and their result files)."""
-    from .retention import purge_expired_tasks as purge
+    from ..retention import purge_expired_tasks as purge
 
     close_old_connections()
     return purge().tasks
 
 
-@signals.worker_ready.connect(dispatch_uid="long_time_task.heartbeat.start")
+@signals.worker_ready.connect(dispatch_uid="long_time_task.worker.heartbeat.start")
 def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     global _heartbeat
     if _heartbeat is None:
@@ -102,7 +102,7 @@ def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
         _heartbeat.start()
 
 
-@signals.worker_shutdown.connect(dispatch_uid="long_time_task.heartbeat.stop")
+@signals.worker_shutdown.connect(dispatch_uid="long_time_task.worker.heartbeat.stop")
 def _stop_heartbeat(**kwargs: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()

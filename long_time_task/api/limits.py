@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
 
-from .conf import conf
+from ..conf import conf
 
 # Python's own default for int(str) (sys.set_int_max_str_digits), fixed here whatever the process sets.
 MAX_INTEGER_DIGITS = 4300

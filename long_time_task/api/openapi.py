@@ -10,14 +10,14 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from ..registry import LongTimeTaskRegister
 from .errors import JsonErrorsMixin
-from .registry import LongTimeTaskRegister
 
 EVENT_STREAM = "text/event-stream"
 
 
 class ApiTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
-    target_class = "long_time_task.authentication.ApiTokenAuthentication"
+    target_class = "long_time_task.api.authentication.ApiTokenAuthentication"
     name = "apiToken"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from django.utils.translation import gettext as _
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from .models import ApiToken, hash_token
+from ..models import ApiToken, hash_token
 
 KEYWORDS = (b"bearer", b"token")
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from django.db import close_old_connections, connection
 
-from .conf import conf
-from .dispatch import EXECUTOR_TASK
+from ..conf import conf
+from ..dispatch import EXECUTOR_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def enforce_cancels(grace: float, worker: str) -> list[int]:
     attempt): a stale attempt still running here after its lease was handed to another worker is never
     taken for the current one, and the row must name this worker.
     """
-    from .audit import record
-    from .models import AuditAction, LongTimeTask
+    from ..models import AuditAction, LongTimeTask
+    from ..models.audit import record
 
     running = {(request.id, request_attempt(request)): request for request in active_requests()}
     celery_ids = {celery_id for celery_id, _ in running}
@@ -102,7 +102,7 @@ class LeaseHeartbeat(threading.Thread):
 
     def beat(self) -> int | None:
         """Renew the leases; the number renewed, or None if the database could not be reached."""
-        from .models import LongTimeTask
+        from ..models import LongTimeTask
 
         try:
             if not connection.in_atomic_block:  # (never, in the heartbeat thread; only in tests)

@@ -11,11 +11,11 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from .conf import conf
-from .dispatch import publish
+from ..conf import conf
+from ..dispatch import publish
+from ..models import LongTimeTask, TaskState
+from ..registry import LongTimeTaskRegister
 from .executor import ErrorCode
-from .models import LongTimeTask, TaskState
-from .registry import LongTimeTaskRegister
 
 logger = logging.getLogger(__name__)
 

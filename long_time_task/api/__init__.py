@@ -1,0 +1,1 @@
+"""The JSON API: views, serializers, authentication, event streams, OpenAPI, errors and limits."""

@@ -1,0 +1,24 @@
+"""The states of a task: the one vocabulary of the model layer, imported by the model and its QuerySet."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class TaskState(models.TextChoices):
+    """States of a task. PENDING -> RUNNING -> FINISHED | FAILED | CANCELLED; RETRYING waits between attempts.
+
+    A waiting task (PENDING, RETRYING) can be CANCELLED at once; a RUNNING one gets a cancel request first.
+    """
+
+    PENDING = "PENDING", _("Pending")
+    RUNNING = "RUNNING", _("Running")
+    RETRYING = "RETRYING", _("Waiting to retry")
+    FINISHED = "FINISHED", _("Finished")
+    FAILED = "FAILED", _("Failed")
+    CANCELLED = "CANCELLED", _("Cancelled")
+
+
+TERMINAL_STATES = frozenset({TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED})
+WAITING_STATES = frozenset({TaskState.PENDING, TaskState.RETRYING})

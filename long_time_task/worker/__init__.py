@@ -1,0 +1,1 @@
+"""The worker side: the Celery tasks, the executor that runs one attempt, the lease heartbeat, and recovery."""
