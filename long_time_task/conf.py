@@ -61,9 +61,6 @@ DEFAULTS: dict[str, Any] = {
     # PostgreSQL: prepare the hot path's statements on the server (off behind PgBouncer < 1.21 in
     # transaction mode, which cannot keep prepared statements).
     "PREPARED_STATEMENTS": True,
-    # PostgreSQL: a worker sends a task's finish without waiting for the reply, which it reads before its next
-    # statement (long_time_task/deferred.py).
-    "DEFERRED_FINISH": True,
     # Reverse proxies in front of the web server that append the client's address to X-Forwarded-For (0: none,
     # REMOTE_ADDR is the client). The login throttle counts failures per client address found this way.
     "TRUSTED_PROXY_COUNT": 0,
@@ -175,10 +172,6 @@ class Conf:
     @property
     def PREPARED_STATEMENTS(self) -> bool:  # noqa: N802
         return bool(self._get("PREPARED_STATEMENTS"))
-
-    @property
-    def DEFERRED_FINISH(self) -> bool:  # noqa: N802
-        return bool(self._get("DEFERRED_FINISH"))
 
     @property
     def TRUSTED_PROXY_COUNT(self) -> int:  # noqa: N802

@@ -23,7 +23,7 @@ process's next task, or when the process stops: a result PostgreSQL refuses (SQL
 finish again, waiting. If the connection is closed before the reply is read, an error in it is lost and the
 task's lease hands it back. Results over ``MAX_DEFERRED_RESULT_BYTES`` are written the ordinary way, and so is
 every finish unless connections persist across tasks (``CELERY_DB_REUSE_MAX`` and a ``CONN_MAX_AGE`` other
-than 0). ``LONG_TIME_TASK_DEFERRED_FINISH = False`` turns it off.
+than 0).
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections
-
-from .conf import conf
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +122,7 @@ def _as_text(value: Any) -> bytes | None:
 
 
 def can_defer(connection: Any) -> bool:
-    if not conf.DEFERRED_FINISH or connection.vendor != "postgresql" or connection.execute_wrappers:
+    if connection.vendor != "postgresql" or connection.execute_wrappers:
         return False
     if connection.in_atomic_block or connection.connection is None or not connection.get_autocommit():
         return False

@@ -108,15 +108,6 @@ def test_without_persistent_connections_the_finish_waits(settings):
     assert connection.connection not in deferred._pending
 
 
-def test_turned_off_the_finish_waits_for_its_reply(settings):
-    settings.LONG_TIME_TASK_DEFERRED_FINISH = False
-    task = new_task()
-    with CaptureQueriesContext(connection) as captured:
-        assert Executor(worker="w").run(task.id, 1) == "finished"
-    assert [q["sql"].split()[0] for q in captured.captured_queries] == ["UPDATE", "UPDATE"]
-    assert connection.connection not in deferred._pending
-
-
 def test_a_finish_for_a_row_that_left_running_changes_nothing_and_is_logged(caplog):
     task = new_task()
     assert LongTimeTask.objects.claim(task.id, attempt=1, worker="w", lease=30) is not None
