@@ -1,181 +1,205 @@
-"""Settings of long_time_task, read lazily so that ``override_settings`` works.
+"""Settings of long_time_task: one declaration each, read lazily so that ``override_settings`` works.
 
-Every name is read from Django settings with the ``LONG_TIME_TASK_`` prefix.
+Each ``Setting`` on ``Conf`` names one Django setting, ``LONG_TIME_TASK_<name>``, with its default, the conversion
+applied to whatever the project sets, and a line saying what it means. Reading ``conf.<name>`` reads Django's
+settings at that moment. The README's table of settings is ``markdown_table()``'s output (tests/test_conf.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from django.conf import settings
 
-DEFAULTS: dict[str, Any] = {
-    # Where file_processing may read inputs; paths outside it are refused.
-    "FILES_DIR": None,  # default: <BASE_DIR>/var/files
-    # Where handlers write result files (file_processing outputs, reports).
-    "RESULTS_DIR": None,  # default: <BASE_DIR>/var/results
-    # Largest page_size the list endpoint accepts (larger values are clamped).
-    "MAX_PAGE_SIZE": 100,
-    "DEFAULT_PAGE_SIZE": 20,
-    # The list counts exactly up to this many tasks, then estimates; page numbers reach this many rows deep.
-    "LIST_COUNT_CAP": 10_000,
-    "MAX_LIST_OFFSET": 10_000,
-    # Deepest nesting of params accepted at submit.
-    "MAX_PARAMS_DEPTH": 32,
-    # Largest request body the API reads (413 above it), and largest params (as JSON) a task may carry.
-    "MAX_BODY_BYTES": 65_536,
-    "MAX_PARAMS_BYTES": 16_384,
-    # Submissions per user, whatever the door (API, dashboard, admin, CLI with --user): "n/s", "n/min", "n/hour"
-    # or "n/day", e.g. "60/min"; None: unlimited. Counted in Django's cache (share it between processes).
-    "SUBMIT_RATE": "60/min",
-    # Unfinished (PENDING, RUNNING, RETRYING) tasks a user may have at once (None: unlimited).
-    "MAX_UNFINISHED_PER_USER": 100,
-    # Seconds a broker publish may take before the submit gives up on it (the row stays PENDING).
-    "PUBLISH_TIMEOUT": 2.0,
-    # A RUNNING row holds a lease this long; its worker renews it every HEARTBEAT_INTERVAL seconds.
-    # When a lease expires (worker or host lost), the reaper requeues the task or fails it.
-    "LEASE_SECONDS": 30.0,
-    "HEARTBEAT_INTERVAL": 10.0,
-    # A waiting row whose message has not started after this many seconds is published again (messages
-    # lost with the broker); later re-publishes of the same row back off exponentially.
-    "REDISPATCH_AFTER": 120.0,
-    # How often a worker process lets Django check its database connection (CONN_MAX_AGE, health check).
-    "CONNECTION_CHECK_INTERVAL": 10.0,
-    # Rows the reaper and the sweeper handle per run.
-    "MAINTENANCE_BATCH": 500,
-    # Progress: at most one write per task per this many seconds (also how often check_cancelled reads).
-    "PROGRESS_INTERVAL": 1.0,
-    # A RUNNING task whose cancel was requested and which has not stopped after this many seconds is
-    # stopped hard: its worker kills the process running it.
-    "CANCEL_GRACE_SECONDS": 30.0,
-    # Delayed starts up to this many seconds away are published at once with a broker ETA; longer ones wait
-    # in the database and the sweeper publishes them when due (long ETA messages duplicate on Redis once
-    # they outlive the visibility timeout).
-    "ETA_MAX_SECONDS": 300.0,
-    # Finished (FINISHED, FAILED, CANCELLED) tasks older than this many days are deleted by the periodic
-    # purge, with their result files; None keeps them. A task type's ``retention_days`` overrides it.
-    "RETENTION_DAYS": None,
-    # Rows the purge deletes per batch (per transaction).
-    "PURGE_BATCH": 1000,
-    # PostgreSQL: prepare the hot path's statements on the server (off behind PgBouncer < 1.21 in
-    # transaction mode, which cannot keep prepared statements).
-    "PREPARED_STATEMENTS": True,
-    # Reverse proxies in front of the web server that append the client's address to X-Forwarded-For (0: none,
-    # REMOTE_ADDR is the client). The login throttle counts failures per client address found this way.
-    "TRUSTED_PROXY_COUNT": 0,
-}
+PREFIX = "LONG_TIME_TASK_"
+
+T = TypeVar("T")
+
+
+class Setting(Generic[T]):
+    """``LONG_TIME_TASK_<name>`` passed through ``convert``; ``default`` (converted too) when the project leaves
+    it unset. ``shown`` stands for the default in the README when the default is worked out at each read."""
+
+    def __init__(self, default: object, convert: Callable[[Any], T], doc: str, *, shown: str | None = None) -> None:
+        self.default = default
+        self.convert = convert
+        self.doc = doc
+        self.shown = shown
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @property
+    def setting_name(self) -> str:
+        return PREFIX + self.name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Setting[T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> Setting[T] | T:
+        if instance is None:
+            return self
+        return self.convert(getattr(settings, self.setting_name, self.default))
+
+
+def _var_dir(leaf: str) -> Callable[[Any], Path]:
+    def convert(value: Any) -> Path:
+        if value is None:
+            return Path(getattr(settings, "BASE_DIR", Path.cwd())) / "var" / leaf
+        return Path(value)
+
+    return convert
+
+
+def _str_or_none(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value else None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _non_negative_int(value: Any) -> int:
+    return max(int(value or 0), 0)
+
+
+def _whole(value: Any) -> int:
+    return int(float(value))
+
+
+def _non_negative_whole(value: Any) -> int:
+    return max(0, int(float(value)))
 
 
 class Conf:
-    def _get(self, name: str) -> Any:
-        return getattr(settings, f"LONG_TIME_TASK_{name}", DEFAULTS[name])
+    FILES_DIR = Setting(
+        None,
+        _var_dir("files"),
+        "where `file_processing` may read its inputs and `data_analysis` its datasets; paths outside it are refused",
+        shown='BASE_DIR / "var" / "files"',
+    )
+    RESULTS_DIR = Setting(
+        None,
+        _var_dir("results"),
+        "where handlers write result files (`file_processing` outputs, reports), deleted with their task by the purge",
+        shown='BASE_DIR / "var" / "results"',
+    )
+    MAX_PAGE_SIZE = Setting(100, int, "largest `page_size` the list accepts (a larger one is clamped)")
+    DEFAULT_PAGE_SIZE = Setting(20, int, "`page_size` of a list request that gives none")
+    LIST_COUNT_CAP = Setting(10_000, int, "the list counts tasks exactly up to this many, then estimates `total`")
+    MAX_LIST_OFFSET = Setting(
+        10_000, int, "rows deep that page numbers reach (then 400 `page_too_deep`; deeper pages go by cursor)"
+    )
+    MAX_PARAMS_DEPTH = Setting(32, int, "deepest nesting of `params` accepted at submit")
+    MAX_BODY_BYTES = Setting(65_536, int, "largest request body the API reads (413 above it)")
+    MAX_PARAMS_BYTES = Setting(16_384, int, "largest `params` a task may carry, as JSON")
+    SUBMIT_RATE = Setting(
+        "60/min",
+        _str_or_none,
+        "submissions per user, whatever the door (API submit, retry and re-run, dashboard, admin actions, "
+        "`tasks --user`): `n/s`, `n/min`, `n/hour` or `n/day`, counted in Django's cache; `None` or empty: unlimited",
+    )
+    MAX_UNFINISHED_PER_USER = Setting(
+        100,
+        _int_or_none,
+        "unfinished (`PENDING`, `RUNNING`, `RETRYING`) tasks a user may have at once; `None` or `0`: unlimited",
+    )
+    PUBLISH_TIMEOUT = Setting(
+        2.0,
+        float,
+        "seconds a publish may spend on its two retries before the submit gives up on it (the row stays `PENDING`)",
+    )
+    LEASE_SECONDS = Setting(
+        30.0, float, "lease of a running task; a worker that stops renewing it for this long is considered lost"
+    )
+    HEARTBEAT_INTERVAL = Setting(
+        10.0, float, "how often a worker renews the leases of its running tasks (keep well below the lease)"
+    )
+    REDISPATCH_AFTER = Setting(
+        120.0,
+        float,
+        "a waiting task whose message has not started after this long is published again (then 2×, 4×, … up to 64×)",
+    )
+    CONNECTION_CHECK_INTERVAL = Setting(
+        10.0,
+        float,
+        "how often a worker process lets Django check its database connection (`CONN_MAX_AGE`, health check)",
+    )
+    MAINTENANCE_BATCH = Setting(500, int, "rows the reaper and the sweeper handle per run")
+    PROGRESS_INTERVAL = Setting(
+        1.0, float, "seconds between two progress writes of one task (also how often `check_cancelled` reads)"
+    )
+    CANCEL_GRACE_SECONDS = Setting(
+        30.0, float, "a running task asked to cancel that has not stopped after this long is killed (its process only)"
+    )
+    ETA_MAX_SECONDS = Setting(
+        300.0,
+        float,
+        "delayed starts up to this far are published at once with a broker ETA; later ones wait in the database",
+    )
+    RETENTION_DAYS = Setting(
+        None,
+        _float_or_none,
+        "finished tasks older than this many days are deleted by the purge, with their result files; `None` keeps "
+        "them (a task type's `retention_days` overrides it)",
+    )
+    PURGE_BATCH = Setting(1000, int, "rows the purge deletes per transaction")
+    PREPARED_STATEMENTS = Setting(
+        True,
+        bool,
+        "PostgreSQL: the submit's INSERT and the worker's claim, progress and finish are prepared once per "
+        "connection, not parsed and planned for every task; turn it off behind PgBouncer older than 1.21 in "
+        "transaction mode, which cannot keep prepared statements",
+    )
+    TRUSTED_PROXY_COUNT = Setting(
+        0,
+        _non_negative_int,
+        "reverse proxies in front of Django that append to `X-Forwarded-For` (`1` behind one nginx); the login "
+        "throttle counts the client address they saw ([Login throttling](#login-throttling))",
+    )
+    EVENTS_ENABLED = Setting(True, bool, "`False`: no live-update streams (503); the dashboard polls")
+    EVENTS_STREAM_SECONDS = Setting(
+        30.0, float, "how long one live-update stream stays open before the browser reconnects"
+    )
+    EVENTS_POLL_INTERVAL = Setting(0.5, float, "how often a web process reads the rows its open streams watch")
+    EVENTS_MAX_PER_USER = Setting(10, _whole, "open event streams per user and web process (429 above it)")
+    EVENTS_WSGI_MAX_STREAMS = Setting(
+        1,
+        _non_negative_whole,
+        "open event streams per WSGI process, all users together (429 above it; `0`: none, the pages poll); each "
+        "holds a server thread. Not applied under ASGI",
+    )
 
-    def _dir(self, name: str, fallback: str) -> Path:
-        value = self._get(name)
-        if value is None:
-            base = Path(getattr(settings, "BASE_DIR", Path.cwd()))
-            return base / "var" / fallback
-        return Path(value)
+    @classmethod
+    def settings(cls) -> Iterator[Setting[Any]]:
+        """Every declaration, in the order declared."""
+        for value in vars(cls).values():
+            if isinstance(value, Setting):
+                yield value
 
-    @property
-    def FILES_DIR(self) -> Path:  # noqa: N802 - settings-style names
-        return self._dir("FILES_DIR", "files")
 
-    @property
-    def RESULTS_DIR(self) -> Path:  # noqa: N802
-        return self._dir("RESULTS_DIR", "results")
+def _literal(value: object) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
 
-    @property
-    def MAX_PAGE_SIZE(self) -> int:  # noqa: N802
-        return int(self._get("MAX_PAGE_SIZE"))
 
-    @property
-    def DEFAULT_PAGE_SIZE(self) -> int:  # noqa: N802
-        return int(self._get("DEFAULT_PAGE_SIZE"))
-
-    @property
-    def LIST_COUNT_CAP(self) -> int:  # noqa: N802
-        return int(self._get("LIST_COUNT_CAP"))
-
-    @property
-    def MAX_LIST_OFFSET(self) -> int:  # noqa: N802
-        return int(self._get("MAX_LIST_OFFSET"))
-
-    @property
-    def MAX_PARAMS_DEPTH(self) -> int:  # noqa: N802
-        return int(self._get("MAX_PARAMS_DEPTH"))
-
-    @property
-    def MAX_BODY_BYTES(self) -> int:  # noqa: N802
-        return int(self._get("MAX_BODY_BYTES"))
-
-    @property
-    def MAX_PARAMS_BYTES(self) -> int:  # noqa: N802
-        return int(self._get("MAX_PARAMS_BYTES"))
-
-    @property
-    def SUBMIT_RATE(self) -> str | None:  # noqa: N802
-        value = self._get("SUBMIT_RATE")
-        return str(value) if value else None
-
-    @property
-    def MAX_UNFINISHED_PER_USER(self) -> int | None:  # noqa: N802
-        value = self._get("MAX_UNFINISHED_PER_USER")
-        return int(value) if value else None
-
-    @property
-    def PUBLISH_TIMEOUT(self) -> float:  # noqa: N802
-        return float(self._get("PUBLISH_TIMEOUT"))
-
-    @property
-    def LEASE_SECONDS(self) -> float:  # noqa: N802
-        return float(self._get("LEASE_SECONDS"))
-
-    @property
-    def HEARTBEAT_INTERVAL(self) -> float:  # noqa: N802
-        return float(self._get("HEARTBEAT_INTERVAL"))
-
-    @property
-    def REDISPATCH_AFTER(self) -> float:  # noqa: N802
-        return float(self._get("REDISPATCH_AFTER"))
-
-    @property
-    def CONNECTION_CHECK_INTERVAL(self) -> float:  # noqa: N802
-        return float(self._get("CONNECTION_CHECK_INTERVAL"))
-
-    @property
-    def MAINTENANCE_BATCH(self) -> int:  # noqa: N802
-        return int(self._get("MAINTENANCE_BATCH"))
-
-    @property
-    def PROGRESS_INTERVAL(self) -> float:  # noqa: N802
-        return float(self._get("PROGRESS_INTERVAL"))
-
-    @property
-    def CANCEL_GRACE_SECONDS(self) -> float:  # noqa: N802
-        return float(self._get("CANCEL_GRACE_SECONDS"))
-
-    @property
-    def ETA_MAX_SECONDS(self) -> float:  # noqa: N802
-        return float(self._get("ETA_MAX_SECONDS"))
-
-    @property
-    def RETENTION_DAYS(self) -> float | None:  # noqa: N802
-        value = self._get("RETENTION_DAYS")
-        return float(value) if value not in (None, "") else None
-
-    @property
-    def PURGE_BATCH(self) -> int:  # noqa: N802
-        return int(self._get("PURGE_BATCH"))
-
-    @property
-    def PREPARED_STATEMENTS(self) -> bool:  # noqa: N802
-        return bool(self._get("PREPARED_STATEMENTS"))
-
-    @property
-    def TRUSTED_PROXY_COUNT(self) -> int:  # noqa: N802
-        return max(int(self._get("TRUSTED_PROXY_COUNT") or 0), 0)
+def markdown_table() -> str:
+    """The README's table of settings: one row per declaration, in the order declared."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for setting in Conf.settings():
+        default = setting.shown if setting.shown is not None else _literal(setting.default)
+        meaning = setting.doc.replace("|", r"\|")
+        rows.append(f"| `{setting.setting_name}` | `{default}` | {meaning} |")
+    return "\n".join(rows) + "\n"
 
 
 conf = Conf()

@@ -33,7 +33,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -47,6 +46,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import services
+from ..conf import conf
 from ..models import TERMINAL_STATES, LongTimeTask, TaskState
 from ..models.querysets import sees_all
 from .errors import ApiError
@@ -75,28 +75,6 @@ IDS_PATTERN = rf"^([1-9][0-9]{{0,17}}(,[1-9][0-9]{{0,17}}){{0,{MAX_LIST_IDS - 1}
 _IDS = re.compile(IDS_PATTERN)
 
 
-def _setting(name: str, default: float) -> float:
-    return float(getattr(settings, f"LONG_TIME_TASK_EVENTS_{name}", default))
-
-
-def stream_seconds() -> float:
-    return _setting("STREAM_SECONDS", 30)
-
-
-def poll_interval() -> float:
-    return _setting("POLL_INTERVAL", 0.5)
-
-
-def enabled() -> bool:
-    """``LONG_TIME_TASK_EVENTS_ENABLED = False`` answers 503: the dashboard then polls."""
-    return bool(getattr(settings, "LONG_TIME_TASK_EVENTS_ENABLED", True))
-
-
-def wsgi_max_streams() -> int:
-    """Streams one WSGI process serves at once, all users together: each holds a server thread."""
-    return max(0, int(_setting("WSGI_MAX_STREAMS", 1)))
-
-
 Server = Literal["asgi", "wsgi-threads", "wsgi-single"]
 
 
@@ -110,11 +88,11 @@ def server_of(request: Request) -> Server:
 
 def check_enabled(request: Request) -> None:
     """503 ``events_disabled`` where this server serves no streams: the caller polls instead."""
-    if not enabled():
+    if not conf.EVENTS_ENABLED:
         message = _("Live updates are turned off on this server; poll instead.")
     elif server_of(request) == "wsgi-single":
         message = _("This server runs one request at a time, which a stream would hold; poll instead.")
-    elif server_of(request) == "wsgi-threads" and wsgi_max_streams() == 0:
+    elif server_of(request) == "wsgi-threads" and conf.EVENTS_WSGI_MAX_STREAMS == 0:
         message = _("Live updates are not served by this WSGI server; poll instead.")
     else:
         return
@@ -239,7 +217,7 @@ class Hub:
                 except DatabaseError:
                     logger.warning("Task events: the database query failed; retrying", exc_info=True)
                     connection.close()
-                    time.sleep(poll_interval())
+                    time.sleep(conf.EVENTS_POLL_INTERVAL)
                     continue
                 with self._cond:
                     changed = False
@@ -256,7 +234,7 @@ class Hub:
                     if changed:
                         self.generation += 1
                         self._cond.notify_all()
-                time.sleep(poll_interval())
+                time.sleep(conf.EVENTS_POLL_INTERVAL)
         finally:
             connection.close()  # this thread's own connection: gone with the last stream
 
@@ -335,7 +313,7 @@ class Stream:
         generation = hub.join(self.ids, self.rows, self.max_id)
         announced: set[int] = set()
         try:
-            deadline = time.monotonic() + stream_seconds()
+            deadline = time.monotonic() + conf.EVENTS_STREAM_SECONDS
             keepalive = time.monotonic() + WSGI_KEEPALIVE_SECONDS
             while (now := time.monotonic()) < deadline:
                 generation = hub.wait(generation, timeout=min(deadline, keepalive) - now)
@@ -359,9 +337,9 @@ class Stream:
         generation = hub.join(self.ids, self.rows, self.max_id)
         announced: set[int] = set()
         try:
-            deadline = time.monotonic() + stream_seconds()
+            deadline = time.monotonic() + conf.EVENTS_STREAM_SECONDS
             keepalive = time.monotonic() + KEEPALIVE_SECONDS
-            step = min(0.25, poll_interval())
+            step = min(0.25, conf.EVENTS_POLL_INTERVAL)
             while time.monotonic() < deadline:
                 await asyncio.sleep(step)
                 if hub.generation != generation:
@@ -433,19 +411,15 @@ class OpenStreams:
 open_streams = OpenStreams()
 
 
-def max_streams_per_user() -> int:
-    return int(_setting("MAX_PER_USER", 10))
-
-
 def counted_stream_response(request: Request, stream: Stream) -> StreamingHttpResponse:
     """The stream, unless it would pass a cap of open streams in this process: the caller's own
     (``LONG_TIME_TASK_EVENTS_MAX_PER_USER``, 429), or under WSGI everyone's together
     (``LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS``, 429 ``events_busy``), since each open stream holds a server thread that
     would otherwise serve requests. Both answer with ``Retry-After``; the dashboard polls meanwhile."""
     server = server_of(request)
-    per_user = max_streams_per_user()
+    per_user = conf.EVENTS_MAX_PER_USER
     slot = open_streams.acquire(
-        request.user.pk, per_user=per_user, in_all=wsgi_max_streams() if server != "asgi" else None
+        request.user.pk, per_user=per_user, in_all=conf.EVENTS_WSGI_MAX_STREAMS if server != "asgi" else None
     )
     if slot == "events_busy":
         raise Throttled(
