@@ -65,7 +65,9 @@ def uses_of_private_names() -> list[str]:
                     literal = node.args[1]
                     if isinstance(literal, ast.Constant) and isinstance(literal.value, str):
                         names = [literal.value]
-                elif node.func.id == "vars":
+                elif node.func.id == "vars" and not (
+                    node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in {"self", "cls"}
+                ):  # the package's own objects' dictionaries are its own
                     found.append(f"{where}:{node.lineno}: vars() reads an object's private dictionary")
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [part for part in (node.module or "").split(".")] + [alias.name for alias in node.names]
