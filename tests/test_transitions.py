@@ -114,7 +114,7 @@ def test_transitions_write_through_the_routers_write_alias(settings):
 def test_update_returning_is_chosen_by_feature_not_by_name():
     from types import SimpleNamespace
 
-    from long_time_task.models.querysets import update_returning
+    from long_time_task.models.statements import update_returning
 
     def sqlite(version: tuple[int, ...]) -> SimpleNamespace:
         return SimpleNamespace(vendor="sqlite", Database=SimpleNamespace(sqlite_version_info=version))
