@@ -201,6 +201,8 @@ def hot_cursor(db: str) -> Any:
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
+    if not _is_psycopg3(raw):
+        return connection.cursor()
     if raw.prepare_threshold is None:
         # Django turns automatic preparing off (None), which also ignores an explicit prepare=True. A
         # threshold no query reaches keeps everything else unprepared, as before.
@@ -216,16 +218,16 @@ def _prepares(connection: Any) -> bool:
         and conf.PREPARED_STATEMENTS
         and not connection.queries_logged
         and not connection.execute_wrappers
-        and _psycopg3()
     )
 
 
-def _psycopg3() -> bool:
+def _is_psycopg3(raw: Any) -> bool:
+    """Whether Django's connection is psycopg 3's (with psycopg2 it is not, and nothing is prepared)."""
     try:
-        import psycopg  # noqa: F401
+        import psycopg
     except ImportError:
         return False
-    return True
+    return isinstance(raw, psycopg.Connection)
 
 
 class PreparingCursor:
