@@ -1,8 +1,9 @@
 """Settings of the demo project.
 
 Every setting that differs between a laptop and production is read from the environment; the README's
-"The demo project's environment" table lists them (the app's own settings are in the table above it). With no environment at all, the project runs on the *embedded default*:
-SQLite for the database and kombu's SQLAlchemy transport on a second SQLite file as the broker.
+"The demo project's environment" table lists them (the app's own settings are in the table above it). With no
+environment at all, the project runs on the *embedded default*: SQLite for the database and kombu's SQLAlchemy
+transport on a second SQLite file as the broker.
 """
 
 from __future__ import annotations
