@@ -141,6 +141,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: answers GET/HEAD /healthz and /readyz whatever the Host header and over plain HTTP (probes use the
+    # pod's IP), before ALLOWED_HOSTS or the HTTPS redirect can refuse them; passes everything else on untouched.
+    "long_time_task.observability.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     *_SECURITY_HEADERS_MIDDLEWARE,
     # Static files (the dashboard's CSS and script) served by the app itself in production.
@@ -325,6 +328,8 @@ LONG_TIME_TASK_EVENTS_POLL_INTERVAL = float(env_str("LONG_TIME_TASK_EVENTS_POLL_
 LONG_TIME_TASK_EVENTS_ENABLED = env_bool("LONG_TIME_TASK_EVENTS_ENABLED", True)
 LONG_TIME_TASK_EVENTS_MAX_PER_USER = env_int("LONG_TIME_TASK_EVENTS_MAX_PER_USER", 10)
 LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS = env_int("LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS", 1)
+# Health probes (docs/operations.md): how long /readyz waits for the database and the broker.
+LONG_TIME_TASK_READY_TIMEOUT = float(env_str("LONG_TIME_TASK_READY_TIMEOUT", "2"))
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:

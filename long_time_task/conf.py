@@ -179,6 +179,12 @@ class Conf:
         "open event streams per WSGI process, all users together (429 above it; `0`: none, the pages poll); each "
         "holds a server thread. Not applied under ASGI",
     )
+    READY_TIMEOUT = Setting(
+        2.0,
+        float,
+        "seconds `/readyz` waits for the database and the broker (checked side by side) before it answers 503 "
+        "naming the one that did not answer ([docs/operations.md](docs/operations.md))",
+    )
 
     @classmethod
     def settings(cls) -> Iterator[Setting[Any]]:
