@@ -328,8 +328,11 @@ LONG_TIME_TASK_EVENTS_POLL_INTERVAL = float(env_str("LONG_TIME_TASK_EVENTS_POLL_
 LONG_TIME_TASK_EVENTS_ENABLED = env_bool("LONG_TIME_TASK_EVENTS_ENABLED", True)
 LONG_TIME_TASK_EVENTS_MAX_PER_USER = env_int("LONG_TIME_TASK_EVENTS_MAX_PER_USER", 10)
 LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS = env_int("LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS", 1)
-# Health probes (docs/operations.md): how long /readyz waits for the database and the broker.
+# Health probes (docs/operations.md): how long /readyz waits for the database and the broker, and the files the
+# worker's and beat's liveness probes read (unset: none; give each worker process a file of its own).
 LONG_TIME_TASK_READY_TIMEOUT = float(env_str("LONG_TIME_TASK_READY_TIMEOUT", "2"))
+LONG_TIME_TASK_WORKER_LIVENESS_FILE = env_str("LONG_TIME_TASK_WORKER_LIVENESS_FILE", "") or None
+LONG_TIME_TASK_BEAT_LIVENESS_FILE = env_str("LONG_TIME_TASK_BEAT_LIVENESS_FILE", "") or None
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:
