@@ -1,8 +1,9 @@
 """Settings of the demo project.
 
 Every setting that differs between a laptop and production is read from the environment; the README's
-"The demo project's environment" table lists them (the app's own settings are in the table above it). With no environment at all, the project runs on the *embedded default*:
-SQLite for the database and kombu's SQLAlchemy transport on a second SQLite file as the broker.
+"The demo project's environment" table lists them (the app's own settings are in the table above it). With no
+environment at all, the project runs on the *embedded default*: SQLite for the database and kombu's SQLAlchemy
+transport on a second SQLite file as the broker.
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: answers GET/HEAD /healthz and /readyz whatever the Host header and over plain HTTP (probes use the
+    # pod's IP), before ALLOWED_HOSTS or the HTTPS redirect can refuse them; passes everything else on untouched.
+    "long_time_task.observability.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     *_SECURITY_HEADERS_MIDDLEWARE,
     # Static files (the dashboard's CSS and script) served by the app itself in production.
@@ -324,6 +328,11 @@ LONG_TIME_TASK_EVENTS_POLL_INTERVAL = float(env_str("LONG_TIME_TASK_EVENTS_POLL_
 LONG_TIME_TASK_EVENTS_ENABLED = env_bool("LONG_TIME_TASK_EVENTS_ENABLED", True)
 LONG_TIME_TASK_EVENTS_MAX_PER_USER = env_int("LONG_TIME_TASK_EVENTS_MAX_PER_USER", 10)
 LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS = env_int("LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS", 1)
+# Health probes (docs/operations.md): how long /readyz waits for the database and the broker, and the files the
+# worker's and beat's liveness probes read (unset: none; give each worker process a file of its own).
+LONG_TIME_TASK_READY_TIMEOUT = float(env_str("LONG_TIME_TASK_READY_TIMEOUT", "2"))
+LONG_TIME_TASK_WORKER_LIVENESS_FILE = env_str("LONG_TIME_TASK_WORKER_LIVENESS_FILE", "") or None
+LONG_TIME_TASK_BEAT_LIVENESS_FILE = env_str("LONG_TIME_TASK_BEAT_LIVENESS_FILE", "") or None
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:

@@ -14,6 +14,7 @@ class LongTimeTaskConfig(AppConfig):
 
         from . import checks  # noqa: F401 - system checks
         from .api import openapi  # noqa: F401 - the OpenAPI extension
+        from .observability import liveness  # noqa: F401 - beat's liveness file (Celery signals)
         from .worker import tasks  # noqa: F401 - the Celery tasks
 
         # Every installed app's tasks_definitions.py, in the web process and in the worker alike.

@@ -162,3 +162,24 @@ def check_submit_rate(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         ]
     return []
+
+
+HEALTH_MIDDLEWARE = "long_time_task.observability.health.HealthCheckMiddleware"
+
+
+@register()
+def check_health_middleware_first(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Behind another middleware, a probe of /healthz or /readyz may meet ALLOWED_HOSTS or the HTTPS redirect first."""
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if HEALTH_MIDDLEWARE not in middleware or middleware[0] == HEALTH_MIDDLEWARE:
+        return []
+    return [
+        Warning(
+            f"{HEALTH_MIDDLEWARE} is not first in MIDDLEWARE: a probe of /healthz or /readyz that uses the pod's IP "
+            f"as its Host, or plain HTTP, may get 400 (ALLOWED_HOSTS) or 301 (SECURE_SSL_REDIRECT) from "
+            f"{middleware[0]} or another middleware before it.",
+            hint="Move it to the top of MIDDLEWARE: it answers only GET and HEAD on /healthz and /readyz and passes "
+            "every other request on untouched.",
+            id="long_time_task.W005",
+        )
+    ]

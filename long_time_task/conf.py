@@ -81,6 +81,10 @@ def _non_negative_whole(value: Any) -> int:
     return max(0, int(float(value)))
 
 
+def _path_or_none(value: Any) -> Path | None:
+    return Path(value) if value else None
+
+
 class Conf:
     FILES_DIR = Setting(
         None,
@@ -178,6 +182,24 @@ class Conf:
         _non_negative_whole,
         "open event streams per WSGI process, all users together (429 above it; `0`: none, the pages poll); each "
         "holds a server thread. Not applied under ASGI",
+    )
+    READY_TIMEOUT = Setting(
+        2.0,
+        float,
+        "seconds `/readyz` waits for the database and the broker (checked side by side) before it answers 503 "
+        "naming the one that did not answer ([docs/operations.md](docs/operations.md))",
+    )
+    WORKER_LIVENESS_FILE = Setting(
+        None,
+        _path_or_none,
+        "a file the worker's main process touches at every lease heartbeat, for its liveness probe "
+        "(`python -m long_time_task.observability.probe worker`); one per worker process; `None`: none",
+    )
+    BEAT_LIVENESS_FILE = Setting(
+        None,
+        _path_or_none,
+        "a file Celery beat touches when it starts and whenever it sends a scheduled task, for its liveness probe "
+        "(`python -m long_time_task.observability.probe beat`); `None`: none",
     )
 
     @classmethod

@@ -3,7 +3,8 @@
 Layers import downward only: the foundation (settings, the registry of task types, the handler's exception),
 then the model layer (``models/``), then the core every door shares (``services``, ``dispatch``, the handler's
 ``context``, ``retention``, ``pagination``, ``ratelimit``), then the sides: the worker (``worker/``), the JSON
-API (``api/``) and the operator's doors (admin, dashboard, command line). ``apps`` and ``checks`` wire them
+API (``api/``), the operator's doors (admin, dashboard, command line) and what an operator watches
+(``observability/``: health endpoints, liveness files and probes). ``apps`` and ``checks`` wire them
 together. The worker and the API never import each other; nothing but the dashboard imports the dashboard;
 no module is part of an import cycle. Imports inside functions count (they are dependencies all the same);
 imports under ``if TYPE_CHECKING:`` do not (they are annotations, never run).
@@ -25,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "sides",
         {"worker", "worker.*", "api", "api.*", "admin", "cli", "management", "management.*", "dashboard", "dashboard.*"}
-        | {"tasks_definitions", "timezones", "security"},
+        | {"observability", "observability.*", "tasks_definitions", "timezones", "security"},
     ),
     ("wiring", {"", "apps", "checks"}),
 ]

@@ -143,6 +143,10 @@ def test_the_directories_default_to_var_under_base_dir(settings, tmp_path):
         ("PREPARED_STATEMENTS", 0, False),
         ("MAX_BODY_BYTES", "1000", 1000),
         ("PROGRESS_INTERVAL", "0.2", 0.2),
+        ("READY_TIMEOUT", "0.5", 0.5),
+        ("WORKER_LIVENESS_FILE", "/run/ltt/worker.alive", Path("/run/ltt/worker.alive")),
+        ("WORKER_LIVENESS_FILE", "", None),  # the demo's empty variable: no file
+        ("BEAT_LIVENESS_FILE", None, None),
     ],
 )
 def test_a_set_value_is_converted_as_declared(settings, name, value, expected):

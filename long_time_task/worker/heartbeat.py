@@ -10,6 +10,10 @@ running it is killed (SIGKILL). Only that process: the request must still be act
 the guarded UPDATE to CANCELLED must win, so the attempt was still running a moment before the kill. The
 remaining window (the handler returning between the UPDATE and the kill, microseconds) is the same as
 Celery's own ``revoke(terminate=True)``; its result is then dropped, as the row is already CANCELLED.
+
+With ``WORKER_LIVENESS_FILE`` set, the thread also touches that file when it starts and after every beat, whether
+or not the database answered, for the worker's liveness probe (``observability/probe.py``): a worker whose main
+process or heartbeat is stuck goes stale and is restarted, one cut off from its database is not.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from django.db import close_old_connections, connection
 
 from ..conf import conf
 from ..dispatch import EXECUTOR_TASK
+from ..observability.liveness import LivenessFile
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +95,23 @@ class LeaseHeartbeat(threading.Thread):
         self.worker = worker
         self.interval = interval if interval is not None else conf.HEARTBEAT_INTERVAL
         self.lease = lease if lease is not None else conf.LEASE_SECONDS
+        path = conf.WORKER_LIVENESS_FILE
+        self.liveness = LivenessFile(path) if path is not None else None
         self._stopped = threading.Event()
 
     def run(self) -> None:
+        self.alive()
         wait = self.interval
         while not self._stopped.wait(wait):
             # After a failed beat (database down), try again every second rather than every interval, so
             # that leases are renewed as soon as the database is back, before the reaper sees them expired.
             wait = self.interval if self.beat() is not None else min(1.0, self.interval)
+            self.alive()
         connection.close()
+
+    def alive(self) -> None:
+        if self.liveness is not None:
+            self.liveness.touch()
 
     def beat(self) -> int | None:
         """Renew the leases; the number renewed, or None if the database could not be reached."""
