@@ -104,39 +104,73 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class WebServer:
-    """``manage.py runserver`` in its own process group, for tests that need a real web process.
+def runserver(port: int) -> list[str]:
+    return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
 
-    ``with WebServer(env, log_path) as web: ... web.port ...``; ready once it accepts connections.
+
+def gunicorn(threads: int) -> Callable[[int], list[str]]:
+    """``gunicorn demo.wsgi`` with the gthread worker (one process, ``threads`` threads), as in production."""
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn", "demo.wsgi", "--bind", f"127.0.0.1:{port}",
+            "--worker-class", "gthread", "--workers", "1", "--threads", str(threads), "--graceful-timeout", "5",
+        ]  # fmt: skip
+
+    return command
+
+
+def accepts_connections(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class WebServer:
+    """A web process of the demo in its own process group, for tests that need a real one: ``manage.py
+    runserver`` unless ``command`` (given the port) says otherwise, ready once ``ready(port)`` says so (by
+    default, once it accepts connections).
+
+    ``with WebServer(env, log_path) as web: ... web.port ...``
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        command: Callable[[int], list[str]] = runserver,
+        ready: Callable[[int], bool] = accepts_connections,
+        timeout: float = 30,
+    ) -> None:
         self.env, self.log_path, self.port = env, log_path, free_port()
+        self.command, self.ready, self.timeout = command, ready, timeout
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> WebServer:
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{self.port}"],
+            self.command(self.port),
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        wait_for(self._accepts, timeout=30, interval=0.1, what="the web server")
+        wait_for(self._ready, timeout=self.timeout, interval=0.1, what="the web server")
         return self
 
-    def _accepts(self) -> bool:
-        import socket
-
+    def _ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"the web server exited:\n{self.log_path.read_text(errors='replace')}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        return self.ready(self.port)
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(15)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(15)
         self.log.close()

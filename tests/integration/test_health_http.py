@@ -12,9 +12,6 @@ import http.client
 import json
 import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 
-from tests.workers import ROOT, free_port, wait_for
+from tests.workers import WebServer, free_port, gunicorn
 
 # The mark makes worker_database the test database's name (without it, the name in the settings).
 pytestmark = pytest.mark.django_db
@@ -46,44 +43,17 @@ def request(port: int, method: str, path: str, host: str) -> tuple[int, dict[str
         conn.close()
 
 
-class Gunicorn:
-    """``gunicorn demo.wsgi`` (1 process, 2 threads) in its own process group; ready once ``/healthz`` answers a
-    probe, which is what it is for."""
+def probe_answers(port: int) -> bool:
+    """Ready once ``/healthz`` answers a probe, which is what it is for."""
+    try:
+        return request(port, "GET", "/healthz", POD_IP)[0] == 200
+    except OSError:
+        return False
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path, self.port = env, log_path, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Gunicorn:
-        self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn", "demo.wsgi", "--bind", f"127.0.0.1:{self.port}",
-                "--worker-class", "gthread", "--workers", "1", "--threads", "2", "--graceful-timeout", "5",
-            ],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        wait_for(self.answers, timeout=60, interval=0.1, what="gunicorn to answer /healthz")
-        return self
-
-    def answers(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"gunicorn exited:\n{self.log_path.read_text(errors='replace')}")
-        try:
-            return request(self.port, "GET", "/healthz", POD_IP)[0] == 200
-        except OSError:
-            return False
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(15)
-        self.log.close()
+def gunicorn_server(env: dict[str, str], log_path: Path) -> WebServer:
+    """``gunicorn demo.wsgi`` (1 process, 2 threads) in its own process group."""
+    return WebServer(env, log_path, gunicorn(threads=2), probe_answers, timeout=60)
 
 
 def server_env(database: str, root: Path, **overrides: str) -> dict[str, str]:
@@ -108,10 +78,10 @@ def server_env(database: str, root: Path, **overrides: str) -> dict[str, str]:
 
 @pytest.fixture
 def start_server(worker_database: str, tmp_path: Path) -> Iterator[Any]:
-    servers: list[Gunicorn] = []
+    servers: list[WebServer] = []
 
-    def start(**overrides: str) -> Gunicorn:
-        server = Gunicorn(server_env(worker_database, tmp_path, **overrides), tmp_path / "gunicorn.log")
+    def start(**overrides: str) -> WebServer:
+        server = gunicorn_server(server_env(worker_database, tmp_path, **overrides), tmp_path / "gunicorn.log")
         servers.append(server)
         return server.__enter__()
 

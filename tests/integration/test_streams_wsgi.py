@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import secrets
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +21,7 @@ from typing import Any
 import pytest
 
 from long_time_task.models import ApiToken, LongTimeTask, TaskState
-from tests.workers import ROOT, free_port, wait_for, worker_env
+from tests.workers import WebServer, gunicorn, wait_for, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,53 +31,21 @@ WSGI_MAX_STREAMS = 1  # LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS's default: what t
 TIMEOUT = 5.0  # a request that waits this long is queued behind streams
 
 
-class Gunicorn:
-    """``gunicorn demo.wsgi`` with the gthread worker, in its own process group, as in production."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env, self.log_path, self.port = env, log_path, free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Gunicorn:
-        self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn", "demo.wsgi", "--bind", f"127.0.0.1:{self.port}",
-                "--worker-class", "gthread", "--workers", "1", "--threads", str(THREADS),
-                "--graceful-timeout", "5",
-            ],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        wait_for(self._answers, timeout=60, interval=0.1, what="gunicorn to answer")
-        return self
-
-    def _answers(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"gunicorn exited:\n{self.log_path.read_text(errors='replace')}")
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-        try:
-            conn.request("GET", "/api/task-types/", headers={"X-Forwarded-Proto": "https"})
-            with conn.getresponse() as response:
-                return response.status == 401
-        except OSError:
-            return False
-        finally:
-            conn.close()
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(15)
-        self.log.close()
+def api_answers(port: int) -> bool:
+    """Django answers (401: the API without a token), not only the socket."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/api/task-types/", headers={"X-Forwarded-Proto": "https"})
+        with conn.getresponse() as response:
+            return response.status == 401
+    except OSError:
+        return False
+    finally:
+        conn.close()
 
 
 @pytest.fixture
-def server(worker_database: str, tmp_path: Path) -> Iterator[Gunicorn]:
+def server(worker_database: str, tmp_path: Path) -> Iterator[WebServer]:
     env = worker_env(
         worker_database,
         DJANGO_DEBUG="false",
@@ -91,7 +55,7 @@ def server(worker_database: str, tmp_path: Path) -> Iterator[Gunicorn]:
     )
     for name in ("LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS", "LONG_TIME_TASK_EVENTS_MAX_PER_USER"):
         env.pop(name, None)  # the defaults, as shipped
-    with Gunicorn(env, tmp_path / "gunicorn.log") as web:
+    with WebServer(env, tmp_path / "gunicorn.log", gunicorn(THREADS), api_answers, timeout=60) as web:
         yield web
 
 
@@ -152,7 +116,7 @@ def sse_error(response: http.client.HTTPResponse) -> dict[str, Any]:
 
 
 def test_a_user_holding_every_stream_they_may_does_not_delay_another_users_api(
-    server: Gunicorn, django_user_model: Any
+    server: WebServer, django_user_model: Any
 ) -> None:
     assert WSGI_MAX_STREAMS < THREADS / 2
     a_token, a_task = user_with_task(django_user_model, "alice")
@@ -184,7 +148,7 @@ def test_a_user_holding_every_stream_they_may_does_not_delay_another_users_api(
             conn.close()
 
 
-def test_a_stream_whose_client_left_is_given_back(server: Gunicorn, django_user_model: Any) -> None:
+def test_a_stream_whose_client_left_is_given_back(server: WebServer, django_user_model: Any) -> None:
     token, task = user_with_task(django_user_model, "alice")
     first = open_stream(server.port, token, task)
     response = answer(first, time.monotonic() + TIMEOUT)
