@@ -6,7 +6,8 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from .registry import LongTimeTaskRegister
@@ -182,4 +183,38 @@ def check_health_middleware_first(app_configs: Any = None, **kwargs: Any) -> lis
             "every other request on untouched.",
             id="long_time_task.W005",
         )
+    ]
+
+
+@register(Tags.database)
+def check_queues_consumed(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Warning]:
+    """Each queue that tasks or the maintenance jobs are sent to has a live worker reading it.
+
+    A database check: Django runs it on ``manage.py check --database default`` and before ``migrate``, not on
+    every start-up. It says nothing before any worker has ever started (a new installation), nor when the
+    table of workers does not exist yet (the migration that adds it has not run).
+    """
+    if not databases or "default" not in databases:
+        return []
+    from .models import WorkerHeartbeat
+    from .observability.consumers import unconsumed_queues
+
+    try:
+        if not WorkerHeartbeat.objects.exists():
+            return []
+        missing = unconsumed_queues()
+    except DatabaseError:
+        return []
+    return [
+        Warning(
+            f"No live worker consumes queue {queue.name!r} ({queue.purpose}): "
+            + (
+                "the reaper and the sweeper never run, so lost tasks are not recovered."
+                if "maintenance" in queue.purpose
+                else "tasks sent there wait until a worker reads it."
+            ),
+            hint=f"Start a worker with `celery -A <project> worker -Q {queue.name}` (or add it to a worker's -Q).",
+            id="long_time_task.W006",
+        )
+        for queue in missing
     ]

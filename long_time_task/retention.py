@@ -17,11 +17,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from .conf import conf
-from .models import TERMINAL_STATES, LongTimeTask
+from .models import TERMINAL_STATES, LongTimeTask, WorkerHeartbeat
 from .models.querysets import LongTimeTaskQuerySet
 from .registry import LongTimeTaskRegister
 
 logger = logging.getLogger(__name__)
+
+FORGET_WORKERS_AFTER = 7 * 86400  # seconds: the row of a worker not seen for a week goes with the periodic purge
 
 
 @dataclass
@@ -125,4 +127,6 @@ def purge_expired_tasks(*, now: datetime | None = None, dry_run: bool = False) -
             total.by_type[name] = total.by_type.get(name, 0) + count
     if total.tasks and not dry_run:
         logger.info("Purged %s expired task(s) and %s result file(s)", total.tasks, total.files)
+    if not dry_run:
+        WorkerHeartbeat.objects.stale(FORGET_WORKERS_AFTER).delete()
     return total

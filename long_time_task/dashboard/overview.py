@@ -1,7 +1,8 @@
-"""The overview's figures: counts by state and type, queue depths, live workers, recent failures.
+"""The overview's figures: counts by state and type, queues (depth and consumers), workers, recent failures.
 
-The broker and the workers are asked with short timeouts, and the answers are cached for a few seconds, so
-a slow or missing broker never hangs the page (it then says "unknown").
+The broker is asked with a short timeout, and the answers are cached for a few seconds, so a slow or missing
+broker never hangs the page (it then says "unknown"). The workers are not asked at all: each one's heartbeat
+writes its row (``models/workers.py``), which says whether it is alive and which queues it reads.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from django.core.cache import cache
 from django.db.models import Count
 from django.utils import timezone
 
-from ..models import LongTimeTask, TaskState
+from ..conf import conf
+from ..models import LongTimeTask, TaskState, WorkerHeartbeat
 from ..models.querysets import LongTimeTaskQuerySet
+from ..observability.consumers import queue_consumers
 
 logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 5
-PING_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,23 @@ class QueueDepth:
 @dataclass(frozen=True)
 class Worker:
     name: str
-    responded: bool  # answered a ping just now (False: known only from the leases of its running tasks)
-    running: int
+    alive: bool  # wrote its heartbeat within the lease (False: stopped, or not heard from)
+    queues: list[str]
+    concurrency: int | None
+    last_seen_at: Any  # datetime
+    running: int  # tasks holding a live lease in its name
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    depth: int | None  # messages waiting; None: the broker could not say
+    consumers: int  # live workers reading it
+    purpose: str  # "tasks", "maintenance", both, or "" (read by a worker, but nothing is sent there)
+
+    @property
+    def unconsumed(self) -> bool:
+        return bool(self.purpose) and not self.consumers
 
 
 def counts(tasks: LongTimeTaskQuerySet) -> dict[str, Any]:
@@ -99,28 +116,13 @@ def queue_depths() -> list[QueueDepth]:
     return depths
 
 
-def broadcasts() -> bool:
-    """Whether the broker can carry a ping to every worker (the SQLAlchemy transport cannot)."""
-    try:
-        with current_app.connection_for_read() as conn:
-            return "fanout" in conn.transport.implements.exchange_type
-    except Exception:  # noqa: BLE001 - an unknown transport: try the ping
-        return True
-
-
-def workers() -> tuple[list[Worker], bool]:
-    """The workers alive: those answering a ping (within a second), plus those holding a live lease.
-    Returns the workers and whether the ping could be sent at all (not on brokers without broadcast)."""
-    cached: tuple[list[Worker], bool] | None = cache.get("ltt_dashboard:workers")
+def workers() -> list[Worker]:
+    """Every worker seen in the last day, alive ones first, from the rows their heartbeats write (no broadcast
+    to the workers: this works on every broker), with the tasks each holds a live lease for."""
+    cached: list[Worker] | None = cache.get("ltt_dashboard:workers")
     if cached is not None:
         return cached
-    pinged: set[str] = set()
-    ping_works = broadcasts()
-    if ping_works:
-        try:
-            pinged = set(current_app.control.inspect(timeout=PING_TIMEOUT).ping() or {})
-        except Exception:  # noqa: BLE001 - the broker is down: fall back on the leases
-            ping_works = False
+    alive = {row.pk for row in WorkerHeartbeat.objects.alive(conf.LEASE_SECONDS)}
     running = {
         row["worker"]: row["n"]
         for row in LongTimeTask.objects.filter(state=TaskState.RUNNING, lease_expires_at__gt=timezone.now())
@@ -129,7 +131,24 @@ def workers() -> tuple[list[Worker], bool]:
         .values("worker")
         .annotate(n=Count("id"))
     }
-    names = sorted(pinged | set(running))
-    result = ([Worker(name, name in pinged, running.get(name, 0)) for name in names], ping_works)
-    cache.set("ltt_dashboard:workers", result, CACHE_SECONDS * 2)
+    recent = WorkerHeartbeat.objects.filter(last_seen_at__gte=timezone.now() - timedelta(days=1))
+    result = sorted(
+        (
+            Worker(row.hostname, row.pk in alive, list(row.queues or ()), row.concurrency, row.last_seen_at,
+                   running.get(row.hostname, 0))
+            for row in recent
+        ),
+        key=lambda worker: (not worker.alive, worker.name),
+    )  # fmt: skip
+    cache.set("ltt_dashboard:workers", result, CACHE_SECONDS)
     return result
+
+
+def queues() -> list[Queue]:
+    """The queues tasks and maintenance jobs go to, and any other a worker reads: depth and live consumers."""
+    depths = {queue.name: queue.depth for queue in queue_depths()}
+    consumed = queue_consumers(WorkerHeartbeat.objects.alive(conf.LEASE_SECONDS))
+    rows = [Queue(q.name, depths.get(q.name), q.consumers, q.purpose) for q in consumed]
+    known = {queue.name for queue in rows}
+    rows += [Queue(name, depth, 0, "") for name, depth in depths.items() if name not in known]
+    return rows

@@ -316,6 +316,6 @@ def overview(request: HttpRequest) -> HttpResponse:
         "show_system": user.is_staff,
     }
     if user.is_staff:
-        context["queues"] = stats.queue_depths()
-        context["workers"], context["ping_works"] = stats.workers()
+        context["queues"] = stats.queues()
+        context["workers"] = stats.workers()
     return render(request, "long_time_task_dashboard/overview.html", context)

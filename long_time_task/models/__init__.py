@@ -241,3 +241,6 @@ class ApiToken(models.Model):
             user=user, name=name, key_prefix=raw[:12], key_hash=hash_token(raw), expires_at=expires_at
         )
         return token, raw
+
+
+from .workers import WorkerHeartbeat as WorkerHeartbeat  # noqa: E402 - after the models it does not need

@@ -11,6 +11,11 @@ the guarded UPDATE to CANCELLED must win, so the attempt was still running a mom
 remaining window (the handler returning between the UPDATE and the kill, microseconds) is the same as
 Celery's own ``revoke(terminate=True)``; its result is then dropped, as the row is already CANCELLED.
 
+Each beat also writes the worker's row in ``long_time_task_worker`` (``models/workers.py``): its name, the queues
+its consumer reads at that moment (``celery control add_consumer`` included) and its concurrency. That row is how
+the system check, the dashboard and the metrics know that a queue has no consumer. A clean shutdown marks it
+stopped.
+
 With ``WORKER_LIVENESS_FILE`` set, the thread also touches that file when it starts and after every beat, whether
 or not the database answered, for the worker's liveness probe (``observability/probe.py``): a worker whose main
 process or heartbeat is stuck goes stale and is restarted, one cut off from its database is not.
@@ -22,6 +27,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.db import close_old_connections, connection
@@ -89,10 +95,35 @@ def enforce_cancels(grace: float, worker: str) -> list[int]:
     return stopped
 
 
+def consumed_queues(consumer: Any) -> Callable[[], list[str]]:
+    """What ``consumer`` (Celery's worker consumer, the sender of ``worker_ready``) reads now: its task consumer's
+    queues, or the last ones seen while it reconnects to the broker (it then has no task consumer)."""
+    last: list[str] = []
+
+    def queues() -> list[str]:
+        nonlocal last
+        task_consumer = getattr(consumer, "task_consumer", None)
+        if task_consumer is not None:
+            last = sorted({str(queue.name) for queue in list(task_consumer.queues)})
+        return last
+
+    return queues
+
+
 class LeaseHeartbeat(threading.Thread):
-    def __init__(self, worker: str, interval: float | None = None, lease: float | None = None) -> None:
+    def __init__(
+        self,
+        worker: str,
+        interval: float | None = None,
+        lease: float | None = None,
+        *,
+        queues: Callable[[], list[str]] | None = None,
+        concurrency: int | None = None,
+    ) -> None:
         super().__init__(name="long-time-task-heartbeat", daemon=True)
         self.worker = worker
+        self.queues = queues
+        self.concurrency = concurrency
         self.interval = interval if interval is not None else conf.HEARTBEAT_INTERVAL
         self.lease = lease if lease is not None else conf.LEASE_SECONDS
         path = conf.WORKER_LIVENESS_FILE
@@ -101,6 +132,7 @@ class LeaseHeartbeat(threading.Thread):
 
     def run(self) -> None:
         self.alive()
+        self.present(started=True)
         wait = self.interval
         while not self._stopped.wait(wait):
             # After a failed beat (database down), try again every second rather than every interval, so
@@ -122,11 +154,37 @@ class LeaseHeartbeat(threading.Thread):
                 close_old_connections()  # this thread's own connection: CONN_MAX_AGE and health checks
             renewed = LongTimeTask.objects.renew_leases(active_celery_ids(), worker=self.worker, lease=self.lease)
             enforce_cancels(conf.CANCEL_GRACE_SECONDS, self.worker)
-            return renewed
         except Exception:
             logger.exception("Could not renew task leases")
             connection.close()
             return None
+        self.present()
+        return renewed
+
+    def present(self, *, started: bool = False) -> None:
+        """Write this worker's row: alive, consuming these queues (only for a worker that names its queues)."""
+        from ..models import WorkerHeartbeat
+
+        if self.queues is None:
+            return
+        try:
+            rows = WorkerHeartbeat.objects
+            report = rows.started if started else rows.beat
+            report(self.worker, queues=self.queues(), pid=os.getpid(), concurrency=self.concurrency)
+        except Exception:
+            logger.exception("Could not record worker %s as alive", self.worker)
+            connection.close()
+
+    def gone(self) -> None:
+        """A clean shutdown: from now on this worker consumes nothing."""
+        from ..models import WorkerHeartbeat
+
+        if self.queues is None:
+            return
+        try:
+            WorkerHeartbeat.objects.stopped(self.worker)
+        except Exception:
+            logger.exception("Could not record worker %s as stopped", self.worker)
 
     def stop(self) -> None:
         self._stopped.set()

@@ -16,7 +16,7 @@ from ..conf import conf
 from ..dispatch import EXECUTOR_TASK
 from . import recovery
 from .executor import Executor
-from .heartbeat import LeaseHeartbeat
+from .heartbeat import LeaseHeartbeat, consumed_queues
 
 logger = logging.getLogger(__name__)
 _heartbeat: LeaseHeartbeat | None = None
@@ -97,8 +97,16 @@ def purge_expired_tasks() -> int:
 def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
     global _heartbeat
     if _heartbeat is None:
-        # The same name the executor writes into the row's ``worker`` (the task request's hostname).
-        _heartbeat = LeaseHeartbeat(worker=str(getattr(sender, "hostname", "") or ""))
+        # The same name the executor writes into the row's ``worker`` (the task request's hostname). The
+        # sender is the worker's consumer (documented in Celery's "Extensions and Bootsteps": ``controller``
+        # is the worker, ``task_consumer`` the consumer of task messages).
+        controller = getattr(sender, "controller", None)
+        concurrency = getattr(controller, "concurrency", None)
+        _heartbeat = LeaseHeartbeat(
+            worker=str(getattr(sender, "hostname", "") or ""),
+            queues=consumed_queues(sender),
+            concurrency=concurrency if isinstance(concurrency, int) else None,
+        )
         _heartbeat.start()
 
 
@@ -106,6 +114,8 @@ def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
 def _stop_heartbeat(**kwargs: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
+        _heartbeat.join(timeout=conf.HEARTBEAT_INTERVAL)  # its last beat must not write "alive" after "stopped"
+        _heartbeat.gone()
 
 
 @signals.task_failure.connect(dispatch_uid="long_time_task.worker_lost")

@@ -1,8 +1,9 @@
-"""``manage.py tasks submit|list|show|cancel|retry|watch``: tasks from a shell, through the service layer.
+"""``manage.py tasks submit|list|show|cancel|retry|watch|queues``: tasks from a shell, through the service layer.
 
-Exit codes: 0 on success; 1 for any error (printed as ``CommandError: ...``, never a traceback), and for a
-watched task (``watch``, ``submit --wait``) that ends FAILED or CANCELLED; 2 when ``--timeout`` runs out
-first; 130 when interrupted with Ctrl-C (the task itself goes on).
+Exit codes: 0 on success; 1 for any error (printed as ``CommandError: ...``, never a traceback), for a
+watched task (``watch``, ``submit --wait``) that ends FAILED or CANCELLED, and from ``queues`` when a queue that
+tasks or the maintenance jobs go to has no live worker; 2 when ``--timeout`` runs out first; 130 when
+interrupted with Ctrl-C (the task itself goes on).
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from long_time_task.cli import (
     follow,
     format_time,
     outcome_text,
+    render_table,
     task_detail,
     task_table,
 )
 from long_time_task.cli import describe as describe_task
 from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.observability.consumers import live_workers, queue_consumers
 from long_time_task.registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 
 # What the service layer raises for a request it refuses: each becomes a one-line CommandError.
@@ -143,6 +146,10 @@ class Command(BaseCommand):
         self.add_params_arguments(retry)
         watch = actions.add_parser("watch", help="follow a task until it ends")
         self.add_watch_arguments(watch)
+        queues = actions.add_parser(
+            "queues", help="the queues tasks go to, the live workers reading each (exit 1 if one has none)"
+        )
+        queues.add_argument("--json", action="store_true", help="print JSON instead of text")
         for sub in (show, cancel, retry, watch):
             sub.add_argument("task_id", type=task_id_argument, metavar="ID")
         for sub in (submit, listing, show, cancel, retry, watch):
@@ -320,3 +327,30 @@ class Command(BaseCommand):
             raise CommandError(outcome_text(task), returncode=EXIT_FAILED)
         if not quiet:
             self.stdout.write(outcome_text(task))
+
+    def do_queues(self, user: Any, options: dict[str, Any]) -> None:
+        workers = live_workers()
+        queues = queue_consumers(workers)
+        if options["json"]:
+            self.print_json(
+                {
+                    "queues": [vars(queue) for queue in queues],
+                    "workers": [
+                        {"hostname": w.hostname, "queues": w.queues, "concurrency": w.concurrency,
+                         "last_seen_at": w.last_seen_at}
+                        for w in workers
+                    ],
+                }
+            )  # fmt: skip
+        else:
+            queue_rows = [(q.name, str(q.consumers) if q.consumers else "NONE", q.purpose or "-") for q in queues]
+            self.stdout.write(render_table(["QUEUE", "LIVE CONSUMERS", "SENT THERE"], queue_rows, right=[1]))
+            worker_rows = [
+                (w.hostname, ",".join(w.queues), str(w.concurrency or "-"), format_time(w.last_seen_at))
+                for w in workers
+            ]
+            headers = ["WORKER", "QUEUES", "CONCURRENCY", "LAST HEARTBEAT"]
+            self.stdout.write(render_table(headers, worker_rows) if worker_rows else "No live worker.")
+        unread = [queue.name for queue in queues if queue.purpose and not queue.consumers]
+        if unread:
+            raise CommandError(f"No live worker consumes: {', '.join(unread)}")
