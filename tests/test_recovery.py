@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from long_time_task import dispatch
 from long_time_task.checks import check_maintenance_scheduled, check_visibility_timeout
-from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.models import AttemptCause, LongTimeTask, TaskState
 from long_time_task.worker import heartbeat, recovery
 
 pytestmark = pytest.mark.django_db
@@ -81,8 +81,8 @@ def test_reaper_leaves_live_leases_and_other_states_alone(published):
 
 def test_a_lost_child_is_recovered_only_for_its_own_attempt(published):
     task = running(attempts=2, lease_ago=-30)
-    assert recovery.recover_attempt(task.id, 1, "the worker process died") == "skipped"  # a stale report
-    assert recovery.recover_attempt(task.id, 2, "the worker process died") == "requeued"
+    assert recovery.recover_attempt(task.id, 1, AttemptCause.WORKER_LOST) == "skipped"  # a stale report
+    assert recovery.recover_attempt(task.id, 2, AttemptCause.WORKER_LOST) == "requeued"
     assert published == [(task.id, 3)]
 
 

@@ -58,7 +58,10 @@ def test_a_task_costs_two_statements_on_the_worker_claim_and_finish():
     assert "RETURNING" in captured.captured_queries[0]["sql"].upper()
 
 
-def test_a_retry_costs_two_statements_and_one_publish(monkeypatch):
+def test_a_retry_costs_two_updates_one_attempt_insert_and_one_publish(monkeypatch):
+    """The attempt a retry ends is recorded (attempt history) with the retry's UPDATE, in one transaction:
+    here a savepoint inside the test's transaction, BEGIN and COMMIT on a worker. A task that runs once
+    records nothing (above)."""
     published: list[dict] = []
 
     def capture(task, **kwargs):
@@ -69,7 +72,7 @@ def test_a_retry_costs_two_statements_and_one_publish(monkeypatch):
     task = LongTimeTask.objects.create(task_type="rt_flaky")
     with CaptureQueriesContext(connection) as captured:
         assert Executor(worker="w").run(task.id, 1) == "retrying"
-    assert statements(captured) == ["UPDATE", "UPDATE"]
+    assert statements(captured) == ["UPDATE", "SAVEPOINT", "UPDATE", "INSERT", "RELEASE"]
     assert published == [{"attempt": 2, "countdown": 1.0}]
 
 

@@ -15,6 +15,8 @@ from django.utils.translation import gettext_lazy as _
 from .querysets import LongTimeTaskQuerySet
 from .states import TERMINAL_STATES as TERMINAL_STATES
 from .states import WAITING_STATES as WAITING_STATES
+from .states import AttemptCause as AttemptCause
+from .states import AttemptOutcome as AttemptOutcome
 from .states import TaskState as TaskState
 
 
@@ -193,6 +195,57 @@ class TaskAuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id} {self.action} by {self.actor_name or '-'}"
+
+
+class TaskAttempt(models.Model):
+    """One attempt of a task that ended without being the task's last word (a retry was scheduled), or that
+    recovery ended (its worker process died, its lease expired). Written in the transaction of the guarded
+    transition that ended it, with the worker, start and error that transition left on the task row.
+
+    The current or last attempt of a task is described by the task row itself (``worker``, ``claimed_at``,
+    ``finish_at``, ``state``, the error fields): a task that runs once and ends costs no row here.
+    ``models.attempts.attempt_history`` puts both together. Rows go with their task.
+    """
+
+    task = models.ForeignKey(
+        LongTimeTask,
+        on_delete=models.CASCADE,
+        db_index=False,  # the unique (task, number) index serves it
+        related_name="recorded_attempts",
+        verbose_name=_("task"),
+    )
+    number = models.PositiveIntegerField(verbose_name=_("attempt"))
+    worker = models.CharField(max_length=255, blank=True, default="", verbose_name=_("worker"))
+    started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
+    ended_at = models.DateTimeField(null=True, blank=True, verbose_name=_("ended at"))
+    outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices, verbose_name=_("outcome"))
+    cause = models.CharField(
+        max_length=20, choices=AttemptCause.choices, blank=True, default="", verbose_name=_("ended by")
+    )
+    error_code = models.CharField(max_length=50, blank=True, default="", verbose_name=_("error code"))
+    error_message = models.TextField(blank=True, default="", verbose_name=_("error message"))
+    error_traceback = models.TextField(blank=True, default="", verbose_name=_("traceback"))
+
+    class Meta:
+        db_table = "long_time_task_attempt"
+        verbose_name = _("task attempt")
+        verbose_name_plural = _("task attempts")
+        ordering = ["task_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["task", "number"], name="ltt_attempt_task_number")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} attempt {self.number}: {self.outcome}"
+
+    @property
+    def recorded(self) -> bool:
+        """False for the current or last attempt, described by the task row rather than stored here."""
+        return self.pk is not None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
 
 
 TOKEN_PREFIX = "ltt_"  # noqa: S105 - a label, not a secret

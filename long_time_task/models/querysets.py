@@ -17,6 +17,7 @@ from django.db.models import ExpressionWrapper
 from django.db.models.functions import Coalesce, Greatest, Now
 from django.utils import timezone
 
+from .attempts import ending_attempt
 from .statements import (
     InsertPlan,
     LongTimeTaskModel,
@@ -26,7 +27,7 @@ from .statements import (
     task_model,
     update_returning,
 )
-from .states import TaskState
+from .states import AttemptCause, AttemptOutcome, TaskState
 
 if TYPE_CHECKING:
     from . import LongTimeTask  # noqa: F401 - the QuerySet's type argument
@@ -201,25 +202,41 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         prepared = LongTimeTaskModel().meta.get_field("result").get_db_prep_save(result, connections[db])
         return bool(FINISH.run(db, {}, task_id=task_id, attempt=attempt, result=prepared))
 
-    def fail(self, task_id: int, *, attempt: int | None, message: str, code: str, traceback: str = "") -> bool:
-        """RUNNING -> FAILED. With ``attempt=None`` any unfinished state may fail (a hard time limit)."""
+    def fail(
+        self,
+        task_id: int,
+        *,
+        attempt: int | None,
+        message: str,
+        code: str,
+        traceback: str = "",
+        cause: str | None = None,
+    ) -> bool:
+        """RUNNING -> FAILED. With ``attempt=None`` any unfinished state may fail (a hard time limit).
+
+        ``cause`` (recovery: ``AttemptCause``) also records the attempt in the history, in the same transaction.
+        """
         s = TaskState
         rows = self.filter(id=task_id)
         if attempt is None:
             rows = rows.filter(state__in=[s.PENDING, s.RUNNING, s.RETRYING])
         else:
             rows = rows.filter(state=s.RUNNING, attempts=attempt)
-        return bool(
-            rows.update(
-                state=s.FAILED,
-                finish_at=timezone.now(),
-                error_message=storable(message),
-                error_code=storable(code, 50),
-                error_traceback=storable(traceback),
-                retry_at=None,
-                lease_expires_at=None,
-                redispatch_at=None,
-            )
+        now = timezone.now()
+        values = {
+            "state": s.FAILED,
+            "finish_at": now,
+            "error_message": storable(message),
+            "error_code": storable(code, 50),
+            "error_traceback": storable(traceback),
+            "retry_at": None,
+            "lease_expires_at": None,
+            "redispatch_at": None,
+        }
+        if cause is None or attempt is None:
+            return bool(rows.update(**values))
+        return ending_attempt(
+            rows, values, db=self.write_db, task_id=task_id, ended_at=now, outcome=AttemptOutcome.FAILED, cause=cause
         )
 
     def cancel_waiting(self, task_id: int, *, message: str) -> bool:
@@ -248,18 +265,22 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
             )
         )
 
-    def finish_cancelled(self, task_id: int, *, attempt: int, message: str) -> bool:
-        """RUNNING -> CANCELLED for attempt ``attempt``, whose cancel was requested."""
+    def finish_cancelled(self, task_id: int, *, attempt: int, message: str, cause: str | None = None) -> bool:
+        """RUNNING -> CANCELLED for attempt ``attempt``, whose cancel was requested. ``cause``: as for ``fail``."""
         s = TaskState
         rows = self.filter(id=task_id, state=s.RUNNING, attempts=attempt, cancel_requested_at__isnull=False)
-        return bool(
-            rows.update(
-                state=s.CANCELLED,
-                finish_at=timezone.now(),
-                error_message=storable(message),
-                error_code="cancelled",
-                lease_expires_at=None,
-            )
+        now = timezone.now()
+        values = {
+            "state": s.CANCELLED,
+            "finish_at": now,
+            "error_message": storable(message),
+            "error_code": "cancelled",
+            "lease_expires_at": None,
+        }
+        if cause is None:
+            return bool(rows.update(**values))
+        return ending_attempt(
+            rows, values, db=self.write_db, task_id=task_id, ended_at=now, outcome=AttemptOutcome.CANCELLED, cause=cause
         )
 
     def cancel_overdue(
@@ -326,25 +347,35 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         message: str,
         code: str,
         traceback: str = "",
+        cause: str = AttemptCause.NONE,
     ) -> bool:
         """RUNNING -> RETRYING until ``retry_at``; the last error stays visible while it waits.
 
-        Also used by the reaper for an attempt whose worker was lost (``retry_at`` now).
+        Also used by recovery for an attempt whose worker was lost (``retry_at`` now; ``cause`` says how it
+        was found). The attempt is recorded in the history, in the same transaction: the next attempt's claim
+        overwrites its worker and start on the task row.
         """
         s = TaskState
         # A task whose cancel was requested is not retried (the caller cancels it instead).
         rows = self.filter(id=task_id, state=s.RUNNING, attempts=attempt, cancel_requested_at__isnull=True)
-        return bool(
-            rows.update(
-                state=s.RETRYING,
-                retry_at=retry_at,
-                redispatch_at=redispatch_at,
-                dispatch_count=0,
-                lease_expires_at=None,
-                error_message=storable(message),
-                error_code=storable(code, 50),
-                error_traceback=storable(traceback),
-            )
+        values = {
+            "state": s.RETRYING,
+            "retry_at": retry_at,
+            "redispatch_at": redispatch_at,
+            "dispatch_count": 0,
+            "lease_expires_at": None,
+            "error_message": storable(message),
+            "error_code": storable(code, 50),
+            "error_traceback": storable(traceback),
+        }
+        return ending_attempt(
+            rows,
+            values,
+            db=self.write_db,
+            task_id=task_id,
+            ended_at=timezone.now(),
+            outcome=AttemptOutcome.RETRY,
+            cause=cause,
         )
 
     # ------------------------------------------------------------ leases and dispatch

@@ -22,3 +22,21 @@ class TaskState(models.TextChoices):
 
 TERMINAL_STATES = frozenset({TaskState.FINISHED, TaskState.FAILED, TaskState.CANCELLED})
 WAITING_STATES = frozenset({TaskState.PENDING, TaskState.RETRYING})
+
+
+class AttemptOutcome(models.TextChoices):
+    """What became of the task when one attempt ended."""
+
+    RETRY = "retry", _("Retry scheduled")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+    FINISHED = "finished", _("Finished")
+    RUNNING = "running", _("Running")  # only the current attempt, described by the task row
+
+
+class AttemptCause(models.TextChoices):
+    """Who ended an attempt, when its own worker could not: empty when the worker recorded the outcome itself."""
+
+    NONE = "", _("Ended in its worker")
+    WORKER_LOST = "worker_lost", _("Worker lost (its process died)")
+    LEASE_EXPIRED = "lease_expired", _("Lease expired (recovered by the reaper)")

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from ..conf import conf
 from ..dispatch import publish
-from ..models import LongTimeTask, TaskState
+from ..models import AttemptCause, LongTimeTask, TaskState
 from ..registry import LongTimeTaskRegister
 from .executor import ErrorCode
 
@@ -21,10 +21,13 @@ logger = logging.getLogger(__name__)
 
 REAPER_TASK = "long_time_task.reap_expired_leases"
 SWEEPER_TASK = "long_time_task.dispatch_due_tasks"
+# How each recovery learnt that an attempt's worker is gone, in the row's message.
+REASONS = {AttemptCause.WORKER_LOST: "the worker process died", AttemptCause.LEASE_EXPIRED: "its lease expired"}
 
 
-def recover_attempt(task_id: int, attempt: int, reason: str) -> str:
-    """The worker running attempt ``attempt`` is gone: retry the task, or fail it for good.
+def recover_attempt(task_id: int, attempt: int, cause: str) -> str:
+    """The worker running attempt ``attempt`` is gone: retry the task, or fail it for good. ``cause``
+    (``AttemptCause``) says how that was found; the attempt is recorded in the history with it.
 
     Returns "requeued", "failed", "timeout", "cancelled" (its cancel was requested) or "skipped" (the row
     had already moved on).
@@ -33,26 +36,35 @@ def recover_attempt(task_id: int, attempt: int, reason: str) -> str:
     row = tasks.filter(id=task_id, state=TaskState.RUNNING, attempts=attempt).first()
     if row is None:
         return "skipped"
+    reason = REASONS[AttemptCause(cause)]
     if row.cancel_requested_at is not None:
         # It was being cancelled: the cancel is the outcome, never a retry.
         message = f"The task was cancelled while it ran ({reason})."
-        return "cancelled" if tasks.finish_cancelled(task_id, attempt=attempt, message=message) else "skipped"
+        cancelled = tasks.finish_cancelled(task_id, attempt=attempt, message=message, cause=cause)
+        return "cancelled" if cancelled else "skipped"
     config = LongTimeTaskRegister.get_task(row.task_type)
     now = timezone.now()
     if config is not None and row.claimed_at and row.claimed_at + timedelta(seconds=config.timeout) <= now:
         # Killed by its hard time limit (or as good as): never retried silently.
         message = f"Time limit exceeded: the task was killed after its hard limit of {config.timeout}s"
-        return "timeout" if tasks.fail(task_id, attempt=attempt, message=message, code=ErrorCode.TIMEOUT) else "skipped"
+        timed_out = tasks.fail(task_id, attempt=attempt, message=message, code=ErrorCode.TIMEOUT, cause=cause)
+        return "timeout" if timed_out else "skipped"
     if config is None or attempt >= config.max_attempts:
         message = f"Worker lost: {reason} during attempt {attempt} of {config.max_attempts if config else attempt}"
-        if tasks.fail(task_id, attempt=attempt, message=message, code=ErrorCode.WORKER_LOST):
+        if tasks.fail(task_id, attempt=attempt, message=message, code=ErrorCode.WORKER_LOST, cause=cause):
             logger.error("Task %s failed: %s", task_id, message)
             return "failed"
         return "skipped"
     message = f"Worker lost: {reason} during attempt {attempt}; retrying"
     redispatch_at = now + timedelta(seconds=conf.REDISPATCH_AFTER)
     if not tasks.schedule_retry(
-        task_id, attempt=attempt, retry_at=now, redispatch_at=redispatch_at, message=message, code=ErrorCode.WORKER_LOST
+        task_id,
+        attempt=attempt,
+        retry_at=now,
+        redispatch_at=redispatch_at,
+        message=message,
+        code=ErrorCode.WORKER_LOST,
+        cause=cause,
     ):
         return "skipped"
     logger.warning("Task %s: %s", task_id, message)
@@ -70,7 +82,7 @@ def reap_expired_leases() -> dict[str, int]:
     )
     counts: dict[str, int] = {}
     for task_id, attempt in expired:
-        outcome = recover_attempt(task_id, attempt, "its lease expired")
+        outcome = recover_attempt(task_id, attempt, AttemptCause.LEASE_EXPIRED)
         counts[outcome] = counts.get(outcome, 0) + 1
     if expired:
         logger.warning("Reaper: %s", counts)

@@ -14,6 +14,7 @@ from django.db import close_old_connections, connection
 
 from ..conf import conf
 from ..dispatch import EXECUTOR_TASK
+from ..models import AttemptCause
 from . import recovery
 from .executor import Executor
 from .heartbeat import LeaseHeartbeat, consumed_queues
@@ -128,5 +129,5 @@ def _on_worker_lost(
         return
     close_old_connections()
     attempt = int(args[1]) if len(args) > 1 else 1
-    outcome = recovery.recover_attempt(int(args[0]), attempt, "the worker process died")
+    outcome = recovery.recover_attempt(int(args[0]), attempt, AttemptCause.WORKER_LOST)
     logger.warning("Task %s lost its worker process (attempt %s): %s", args[0], attempt, outcome)
