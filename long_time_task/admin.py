@@ -24,7 +24,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_POST
 
 from . import services
-from .models import ApiToken, LongTimeTask, TaskAuditEvent, TaskState
+from .models import ApiToken, LongTimeTask, TaskAttempt, TaskAuditEvent, TaskState
 from .registry import InvalidParams, UnknownTaskType
 from .timezones import ZONE_SCRIPT, time_html
 
@@ -32,9 +32,10 @@ if TYPE_CHECKING:
     TaskAdminBase = admin.ModelAdmin[LongTimeTask]
     TokenAdminBase = admin.ModelAdmin[ApiToken]
     AuditInlineBase = admin.TabularInline[TaskAuditEvent, LongTimeTask]
+    AttemptInlineBase = admin.TabularInline[TaskAttempt, LongTimeTask]
 else:
     TaskAdminBase = TokenAdminBase = admin.ModelAdmin
-    AuditInlineBase = admin.TabularInline
+    AuditInlineBase = AttemptInlineBase = admin.TabularInline
 
 T = TypeVar("T")
 
@@ -192,7 +193,45 @@ def time_lookup_usable(model: Any, lookup: str, value: str) -> bool:
     return True
 
 
-class TaskAuditEventInline(AuditInlineBase):
+class ReadOnlyInline:
+    """An inline of rows that only the worker or the service layer write: shown to whoever may view the
+    task, never added, changed or deleted here."""
+
+    admin_site: admin.AdminSite
+
+    def has_view_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
+        return self.admin_site.get_model_admin(LongTimeTask).has_view_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
+        return False
+
+
+class TaskAttemptInline(ReadOnlyInline, AttemptInlineBase):
+    """The recorded attempts: those that ended in a retry or that recovery ended. The current or last
+    attempt is the task's own fields (worker, attempt started at, finished at, error)."""
+
+    model = TaskAttempt
+    fk_name = "task"
+    fields = ("number", "worker", "started_at_display", "ended_at_display", "outcome", "cause", "error_code",
+              "error_message")  # fmt: skip
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    empty_value_display = EMPTY
+    verbose_name_plural = gettext_lazy("Attempt history (earlier attempts)")
+
+    started_at_display = time_field(TaskAttempt, "started_at")
+    ended_at_display = time_field(TaskAttempt, "ended_at")
+
+
+class TaskAuditEventInline(ReadOnlyInline, AuditInlineBase):
     """Who cancelled, retried or re-ran the task: read-only, written only by the service layer."""
 
     model = TaskAuditEvent
@@ -217,18 +256,6 @@ class TaskAuditEventInline(AuditInlineBase):
             return EMPTY
         url = reverse(CHANGE_URL.format(self.admin_site.name), args=[event.new_task_id])
         return format_html('<a href="{}">{}</a>', url, _("Task %(id)s") % {"id": event.new_task_id})
-
-    def has_view_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
-        return self.admin_site.get_model_admin(LongTimeTask).has_view_permission(request, obj)
-
-    def has_add_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: LongTimeTask | None = None) -> bool:
-        return False
 
 
 @admin.register(LongTimeTask)
@@ -258,10 +285,13 @@ class LongTimeTaskAdmin(TaskAdminBase):
     date_hierarchy = "create_at"
     empty_value_display = EMPTY
     actions = ["cancel_tasks", "retry_tasks", "rerun_tasks"]
-    inlines = [TaskAuditEventInline]
+    inlines = [TaskAttemptInline, TaskAuditEventInline]
     fieldsets = (
         (gettext_lazy("Basic information"), {"fields": ("id", "celery_task_id", "task_type", "task_params", "owner")}),
-        (gettext_lazy("Status information"), {"fields": ("state_display", "attempts", "worker", "queue", "priority")}),
+        (
+            gettext_lazy("Status information"),
+            {"fields": ("state_display", "attempts", "worker", "claimed_at_display", "queue", "priority")},
+        ),
         (
             gettext_lazy("Progress"),
             {"fields": ("progress_display", "progress_current", "progress_total", "progress_at_display")},
@@ -298,6 +328,7 @@ class LongTimeTaskAdmin(TaskAdminBase):
     create_at_display = time_field(LongTimeTask, "create_at")
     run_after_display = time_field(LongTimeTask, "run_after")
     start_at_display = time_field(LongTimeTask, "start_at")
+    claimed_at_display = time_field(LongTimeTask, "claimed_at")
     finish_at_display = time_field(LongTimeTask, "finish_at")
     retry_at_display = time_field(LongTimeTask, "retry_at")
     progress_at_display = time_field(LongTimeTask, "progress_at")

@@ -9,16 +9,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from long_time_task import retention
-from long_time_task.models import AttemptCause, AttemptOutcome, LongTimeTask, TaskAttempt, TaskState
+from long_time_task.models import ApiToken, AttemptCause, AttemptOutcome, LongTimeTask, TaskAttempt, TaskState
 from long_time_task.models import attempts as attempts_module
 from long_time_task.models.attempts import attempt_history
 from long_time_task.registry import LongTimeTaskRegister
 from long_time_task.worker import executor as executor_module
 from long_time_task.worker import recovery
 from long_time_task.worker.executor import Executor
+
+from .conftest import token_client
 
 pytestmark = pytest.mark.django_db
 
@@ -250,3 +254,129 @@ def test_purging_a_task_deletes_its_attempts(published):
 def test_the_cause_is_a_field_with_a_fixed_vocabulary():
     assert {c.value for c in AttemptCause} == {"", "worker_lost", "lease_expired"}
     assert {o.value for o in AttemptOutcome} == {"retry", "failed", "cancelled", "finished", "running"}
+
+
+# ---------------------------------------------------------------- who sees it: the API detail
+
+
+def recovered_then_finished(owner) -> LongTimeTask:
+    """A task of ``owner`` whose attempt 1 lost its worker process on host-a and attempt 2 finished on host-b."""
+    task = running(worker="celery@host-a", owner=owner)
+    assert recovery.recover_attempt(task.id, 1, AttemptCause.WORKER_LOST) == "requeued"
+    assert Executor(worker="celery@host-b").run(task.id, 2) == "finished"
+    return LongTimeTask.objects.get(id=task.id)
+
+
+def test_staff_see_the_attempt_history_in_the_api_detail(staff_user, user, published):
+    task = recovered_then_finished(user)
+    detail = token_client(staff_user).get(f"/api/tasks/{task.id}/").json()["task"]
+    first, second = detail["attempt_history"]
+    assert {k: first[k] for k in ("number", "worker", "outcome", "cause", "error_code")} == {
+        "number": 1,
+        "worker": "celery@host-a",
+        "outcome": "retry",
+        "cause": "worker_lost",
+        "error_code": "worker_lost",
+    }
+    assert first["started_at"] and first["ended_at"] and "worker process died" in first["error_message"]
+    assert {k: second[k] for k in ("number", "worker", "outcome", "cause", "error_code", "error_message")} == {
+        "number": 2,
+        "worker": "celery@host-b",
+        "outcome": "finished",
+        "cause": None,
+        "error_code": "",
+        "error_message": "",
+    }
+    assert second["started_at"] and second["ended_at"]
+
+
+def test_owners_and_viewers_who_are_not_staff_do_not_see_it(user, django_user_model, published):
+    from django.contrib.auth.models import Permission
+
+    task = recovered_then_finished(user)
+    viewer = django_user_model.objects.create_user(username="viewer", password="viewer-password")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_all_tasks"))
+    for who in (user, viewer):
+        response = token_client(who).get(f"/api/tasks/{task.id}/")
+        assert response.status_code == 200
+        assert "attempt_history" not in response.json()["task"]
+        assert "host-a" not in response.content.decode() and "host-b" not in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_staff_detail_with_its_history_matches_the_openapi_schema(staff_user, user, live_server, published):
+    import requests
+    import schemathesis
+
+    task = recovered_then_finished(user)
+    LongTimeTask.objects.filter(id=task.id).update(state=TaskState.RUNNING, finish_at=None)  # ended_at: null
+    _, raw = ApiToken.issue(staff_user)
+    headers = {"Authorization": f"Bearer {raw}"}
+    schema = requests.get(f"{live_server.url}/api/schema/?format=json", headers=headers, timeout=10).json()
+    assert schema["components"]["schemas"]["TaskDetailDoc"]["properties"]["attempt_history"]["type"] == "array"
+    response = requests.get(f"{live_server.url}/api/tasks/{task.id}/", headers=headers, timeout=10)
+    history = response.json()["task"]["attempt_history"]
+    assert [(a["outcome"], a["cause"], a["ended_at"] is None) for a in history] == [
+        ("retry", "worker_lost", False),
+        ("running", None, True),
+    ]
+    operation = schemathesis.openapi.from_dict(schema)["/api/tasks/{task_id}/"]["GET"]
+    operation.validate_response(response)  # raises if the response does not conform
+
+
+# ---------------------------------------------------------------- the dashboard's timeline and the admin
+
+
+def page_of(who, path: str) -> str:
+    response = client_for(who).get(path)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def a_flaky_task_that_retried_and_finished(owner, published) -> LongTimeTask:
+    task = LongTimeTask.objects.create(task_type="at_flaky", owner=owner)
+    assert Executor(worker="celery@host-a").run(task.id, 1) == "retrying"
+    assert Executor(worker="celery@host-b").run(task.id, 2) == "finished"
+    return LongTimeTask.objects.get(id=task.id)
+
+
+def test_staff_see_each_attempt_in_the_dashboard_timeline(staff_user, user, published):
+    lost = recovered_then_finished(user)
+    labels = [str(i["label"]) for i in client_for(staff_user).get(dashboard(lost.id)).context["timeline"]]
+    assert "Attempt 1 started on celery@host-a" in labels
+    assert "Attempt 1 ended by recovery (Worker lost): Retry scheduled" in labels
+    assert "Attempt 2 started on celery@host-b" in labels
+    assert labels.index("Attempt 1 ended by recovery (Worker lost): Retry scheduled") < labels.index(
+        "Attempt 2 started on celery@host-b"
+    )
+    retried = a_flaky_task_that_retried_and_finished(user, published)
+    page = page_of(staff_user, dashboard(retried.id))
+    assert "Attempt 1 ended: Retry scheduled" in page
+    assert "temporary_error" in page and "ConnectionError: the service blinked" in page  # the attempt's traceback
+
+
+def test_owners_see_the_timeline_without_other_workers_or_tracebacks(user, published):
+    retried = a_flaky_task_that_retried_and_finished(user, published)
+    page = page_of(user, dashboard(retried.id))
+    assert "Attempt 2 started" in page
+    assert "host-a" not in page and "ended by recovery" not in page and "Retry scheduled" not in page
+    assert "ConnectionError" not in page
+
+
+def test_the_admin_shows_recorded_attempts_read_only(admin_user, user, published):
+    task = recovered_then_finished(user)
+    page = page_of(admin_user, f"/admin/long_time_task/longtimetask/{task.id}/change/")
+    assert "Attempt history (earlier attempts)" in page
+    assert "celery@host-a" in page and "Worker lost" in page and "Retry scheduled" in page
+    assert 'name="recorded_attempts-0-number"' not in page  # no form fields: read-only
+    assert "recorded_attempts-TOTAL_FORMS" in page  # the inline is there
+
+
+def dashboard(task_id: int) -> str:
+    return reverse("ltt_dashboard:task_detail", kwargs={"task_id": task_id})
+
+
+def client_for(who) -> Client:
+    client = Client()
+    client.force_login(who)
+    return client

@@ -16,7 +16,8 @@ from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
 from ..conf import conf
-from ..models import LongTimeTask, TaskAuditEvent, TaskState
+from ..models import AttemptCause, AttemptOutcome, LongTimeTask, TaskAuditEvent, TaskState
+from ..models.attempts import attempt_history
 from ..pagination import CURSOR_PATTERN
 from ..registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
 from ..services import MAX_DELAY, validate_submission
@@ -232,6 +233,34 @@ class AuditEventSerializer(AuditSerializer):
         fields = ["action", "by", "at", "new_task", "note"]
 
 
+class AttemptSerializer(Serializer):
+    """One attempt of a task (staff only: it names the worker host and carries the traceback)."""
+
+    number = serializers.IntegerField(help_text="1 for the first attempt.")
+    worker = serializers.CharField(help_text="The Celery worker that ran it (its hostname).")
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True, help_text="null while it runs.")
+    outcome = serializers.ChoiceField(
+        choices=AttemptOutcome.choices,
+        help_text="What became of the task: retry (another attempt was scheduled), failed, cancelled, finished, "
+        "or running (the current attempt).",
+    )
+    cause = serializers.ChoiceField(
+        choices=[c for c in AttemptCause.choices if c[0]],
+        allow_null=True,
+        help_text="Set when recovery ended the attempt: worker_lost (its worker process died) or lease_expired "
+        "(its worker stopped renewing the lease; found by the reaper). null: it ended in its worker.",
+    )
+    error_code = serializers.CharField(allow_blank=True, help_text="Empty when it did not fail.")
+    error_message = serializers.CharField(allow_blank=True)
+    error_traceback = serializers.CharField(allow_blank=True)
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = dict(super().to_representation(instance))
+        data["cause"] = instance.cause or None
+        return data
+
+
 class TaskDetailSerializer(TaskSerializer):
     """The seed's detail shape: ``result`` only when FINISHED, ``error_message`` only when FAILED."""
 
@@ -297,6 +326,7 @@ class TaskDetailSerializer(TaskSerializer):
             data["worker"] = instance.worker
             data["celery_task_id"] = instance.celery_task_id
             data["audit"] = AuditEventSerializer(instance.audit_events.all()[:200], many=True).data
+            data["attempt_history"] = AttemptSerializer(attempt_history(instance), many=True).data
         return data
 
 
@@ -328,6 +358,12 @@ class TaskDetailDocSerializer(TaskDetailSerializer):
     worker = serializers.CharField(required=False, help_text="Staff only.")
     celery_task_id = serializers.CharField(required=False, help_text="Staff only.")
     audit = AuditEventSerializer(many=True, required=False, help_text="Staff only: cancels, retries, re-runs.")
+    attempt_history = AttemptSerializer(
+        many=True,
+        required=False,
+        help_text="Staff only: every attempt, oldest first. Attempts that ended in a retry or were ended by "
+        "recovery are recorded; the current or last one is read from the task itself.",
+    )
 
     class Meta(TaskDetailSerializer.Meta):
         fields = [
@@ -339,6 +375,7 @@ class TaskDetailDocSerializer(TaskDetailSerializer):
             "worker",
             "celery_task_id",
             "audit",
+            "attempt_history",
         ]
 
 

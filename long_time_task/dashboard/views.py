@@ -23,7 +23,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import services
 from ..conf import conf
-from ..models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
+from ..models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskAttempt, TaskState
+from ..models.attempts import attempt_history
 from ..models.audit import SYSTEM
 from ..models.querysets import sees_all
 from ..pagination import InvalidCursor, after_cursor, capped_count, encode_cursor, fetch_page
@@ -143,18 +144,23 @@ def _int(raw: str | None, default: int) -> int:
 # ---------------------------------------------------------------- detail
 
 
-def timeline(task: LongTimeTask, events: list[Any], viewer: Any) -> list[dict[str, Any]]:
-    """The task's history from its columns and its audit trail, oldest first. Attempts before the current
-    one are not stored one by one: their count and the first start are."""
+def timeline(
+    task: LongTimeTask, events: list[Any], viewer: Any, attempts: list[TaskAttempt] | None = None
+) -> list[dict[str, Any]]:
+    """The task's history from its columns, its audit trail and (for staff) its attempt history, oldest
+    first. Without ``attempts``: the first start and the current attempt's."""
     items: list[dict[str, Any]] = [{"at": task.create_at, "label": _("Submitted"), "kind": "created"}]
     if task.run_after:
         items.append({"at": task.run_after, "label": _("Not before this time (delayed start)"), "kind": "delay"})
-    if task.start_at:
-        items.append({"at": task.start_at, "label": _("Attempt 1 started"), "kind": "attempt"})
-    if task.claimed_at and task.attempts > 1:
-        items.append(
-            {"at": task.claimed_at, "label": _("Attempt %(n)s started") % {"n": task.attempts}, "kind": "attempt"}
-        )
+    if attempts is not None:
+        items.extend(attempt_items(task, attempts))
+    else:
+        if task.start_at:
+            items.append({"at": task.start_at, "label": _("Attempt 1 started"), "kind": "attempt"})
+        if task.claimed_at and task.attempts > 1:
+            items.append(
+                {"at": task.claimed_at, "label": _("Attempt %(n)s started") % {"n": task.attempts}, "kind": "attempt"}
+            )
     if task.state == TaskState.RETRYING and task.retry_at:
         items.append({"at": task.retry_at, "label": _("Next attempt due"), "kind": "retry"})
     # The audit trail says who cancelled; the column is the only trace for rows from before the trail.
@@ -169,6 +175,30 @@ def timeline(task: LongTimeTask, events: list[Any], viewer: Any) -> list[dict[st
     if task.finish_at:
         items.append({"at": task.finish_at, "label": task.get_state_display(), "kind": task.state.lower()})
     return sorted(items, key=lambda item: item["at"])
+
+
+def attempt_items(task: LongTimeTask, attempts: list[TaskAttempt]) -> list[dict[str, Any]]:
+    """Each attempt's start (with its worker) and, for a recorded one, its end (with its cause and error).
+    The end of the last attempt is the task's own final state, shown from ``finish_at``."""
+    items: list[dict[str, Any]] = []
+    if task.start_at and not any(a.number == 1 for a in attempts):  # from before the history was kept
+        items.append({"at": task.start_at, "label": _("Attempt 1 started"), "kind": "attempt"})
+    for attempt in attempts:
+        if attempt.started_at:
+            label = _("Attempt %(n)s started on %(worker)s") if attempt.worker else _("Attempt %(n)s started")
+            items.append(
+                {"at": attempt.started_at, "label": label % {"n": attempt.number, "worker": attempt.worker},
+                 "kind": "attempt"}
+            )  # fmt: skip
+        if attempt.recorded and attempt.ended_at:
+            values = {"n": attempt.number, "outcome": attempt.get_outcome_display()}
+            if attempt.cause:
+                label = _("Attempt %(n)s ended by recovery (%(cause)s): %(outcome)s")
+                values["cause"] = attempt.get_cause_display()
+            else:
+                label = _("Attempt %(n)s ended: %(outcome)s")
+            items.append({"at": attempt.ended_at, "label": label % values, "kind": "attempt-end", "attempt": attempt})
+    return items
 
 
 def event_label(event: Any, viewer: Any) -> str:
@@ -205,7 +235,8 @@ def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
         "can_rerun": manage and may_submit and task.state == TaskState.FINISHED,
         "files": files,
         "show_traceback": user.is_staff and bool(task.error_traceback),
-        "timeline": timeline(task, events, user),
+        # Attempts name worker hosts and carry tracebacks: staff only, as the API's detail.
+        "timeline": timeline(task, events, user, attempt_history(task) if user.is_staff else None),
         "retries": retries,
         "retry_of_visible": task.retry_of_id is not None and services.get_task(task.retry_of_id, user=user) is not None,
         "show_owner": sees_all(user),

@@ -38,5 +38,5 @@ class AttemptCause(models.TextChoices):
     """Who ended an attempt, when its own worker could not: empty when the worker recorded the outcome itself."""
 
     NONE = "", _("Ended in its worker")
-    WORKER_LOST = "worker_lost", _("Worker lost (its process died)")
-    LEASE_EXPIRED = "lease_expired", _("Lease expired (recovered by the reaper)")
+    WORKER_LOST = "worker_lost", _("Worker lost")  # the worker's main process saw the child running it die
+    LEASE_EXPIRED = "lease_expired", _("Lease expired")  # the reaper found its lease not renewed
