@@ -327,6 +327,16 @@ def test_the_staff_detail_with_its_history_matches_the_openapi_schema(staff_user
 # ---------------------------------------------------------------- the dashboard's timeline and the admin
 
 
+def dashboard(task_id: int) -> str:
+    return reverse("ltt_dashboard:task_detail", kwargs={"task_id": task_id})
+
+
+def client_for(who) -> Client:
+    client = Client()
+    client.force_login(who)
+    return client
+
+
 def page_of(who, path: str) -> str:
     response = client_for(who).get(path)
     assert response.status_code == 200
@@ -370,13 +380,3 @@ def test_the_admin_shows_recorded_attempts_read_only(admin_user, user, published
     assert "celery@host-a" in page and "Worker lost" in page and "Retry scheduled" in page
     assert 'name="recorded_attempts-0-number"' not in page  # no form fields: read-only
     assert "recorded_attempts-TOTAL_FORMS" in page  # the inline is there
-
-
-def dashboard(task_id: int) -> str:
-    return reverse("ltt_dashboard:task_detail", kwargs={"task_id": task_id})
-
-
-def client_for(who) -> Client:
-    client = Client()
-    client.force_login(who)
-    return client
