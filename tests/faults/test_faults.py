@@ -20,7 +20,7 @@ from django.db import connection
 from django.db.models import Count
 
 from long_time_task import services
-from long_time_task.models import ApiToken, LongTimeTask, TaskState
+from long_time_task.models import ApiToken, LongTimeTask, TaskAttempt, TaskState
 from tests.test_e2e_embedded import call
 from tests.testapp.models import HandlerRun
 from tests.workers import ROOT, WebServer, wait_for
@@ -86,6 +86,10 @@ def test_sigkill_of_the_whole_worker_is_recovered_by_the_lease(cluster):
     assert_clean(outcome, finished=12)
     recovered = LongTimeTask.objects.filter(id__in=ids, attempts__gt=1)
     assert recovered.count() >= 2 and all(t.error_code == "" for t in recovered)
+    # Nobody saw the children die: the reaper recovered each lost attempt, and the history says so.
+    lost = TaskAttempt.objects.filter(task__in=recovered)
+    assert {(a.outcome, a.cause, a.worker.split("@")[0]) for a in lost} == {("retry", "lease_expired", first.name)}
+    assert lost.count() == sum(t.attempts - 1 for t in recovered)
 
 
 def test_hard_time_limit_fails_the_task_and_never_retries_it(cluster):
