@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -334,7 +335,7 @@ class Command(BaseCommand):
         if options["json"]:
             self.print_json(
                 {
-                    "queues": [vars(queue) for queue in queues],
+                    "queues": [asdict(queue) for queue in queues],
                     "workers": [
                         {"hostname": w.hostname, "queues": w.queues, "concurrency": w.concurrency,
                          "last_seen_at": w.last_seen_at}
