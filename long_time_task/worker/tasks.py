@@ -55,7 +55,8 @@ class LongTimeTaskCeleryTask(Task):  # type: ignore[type-arg]
             limit = exc.args[0] if exc.args else 0
             close_old_connections()
             if Executor.fail_on_hard_time_limit(row_id, attempt, float(limit or 0)):
-                logger.error("Task %s killed by its hard time limit (%ss)", row_id, limit)
+                fields = {"task_id": row_id, "attempt": attempt, "outcome": "failed", "error_code": "timeout"}
+                logger.error("Task %s killed by its hard time limit (%ss)", row_id, limit, extra=fields)
 
 
 @shared_task(
