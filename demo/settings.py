@@ -426,13 +426,19 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# The worker keeps Django's LOGGING (below) instead of replacing the root logger's handlers with its own.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Task events for Flower and `celery events`: off unless the worker runs with -E (Flower turns them on itself).
 CELERY_WORKER_SEND_TASK_EVENTS = False
 
+# Logs (docs/operations.md, "Logs"): every line with a UTC timestamp and its offset. LONG_TIME_TASK_LOG_FORMAT=json
+# turns long_time_task's own lines into JSON objects (with each task's fields), and here the project's other lines too.
+LONG_TIME_TASK_LOG_FORMAT = env_str("LONG_TIME_TASK_LOG_FORMAT", "") or None
+_LOG_FORMATTER = "JsonFormatter" if LONG_TIME_TASK_LOG_FORMAT == "json" else "PlainFormatter"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"default": {"()": f"long_time_task.observability.logs.{_LOG_FORMATTER}"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "default"}},
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
 }

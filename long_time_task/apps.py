@@ -14,8 +14,11 @@ class LongTimeTaskConfig(AppConfig):
 
         from . import checks  # noqa: F401 - system checks
         from .api import openapi  # noqa: F401 - the OpenAPI extension
-        from .observability import liveness  # noqa: F401 - beat's liveness file (Celery signals)
+        from .conf import conf
+        from .observability import liveness, logs  # noqa: F401 - liveness: beat's liveness file (Celery signals)
         from .worker import tasks  # noqa: F401 - the Celery tasks
+
+        logs.install(conf.LOG_FORMAT)  # LONG_TIME_TASK_LOG_FORMAT; nothing unless it is set
 
         # Every installed app's tasks_definitions.py, in the web process and in the worker alike.
         autodiscover_modules("tasks_definitions")

@@ -85,6 +85,19 @@ def _path_or_none(value: Any) -> Path | None:
     return Path(value) if value else None
 
 
+LOG_FORMATS = ("plain", "json")
+
+
+def _log_format(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if value not in LOG_FORMATS:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f'{PREFIX}LOG_FORMAT must be None, "plain" or "json", not {value!r}')
+    return str(value)
+
+
 class Conf:
     FILES_DIR = Setting(
         None,
@@ -200,6 +213,14 @@ class Conf:
         _path_or_none,
         "a file Celery beat touches when it starts and whenever it sends a scheduled task, for its liveness probe "
         "(`python -m long_time_task.observability.probe beat`); `None`: none",
+    )
+
+    LOG_FORMAT = Setting(
+        None,
+        _log_format,
+        '`"plain"` or `"json"`: the log lines of the library (logger `long_time_task`) go to standard error in that '
+        "format, timestamps in UTC ISO 8601, JSON with the task's fields; `None`: left to the project's `LOGGING`, "
+        "which wins whenever it configures that logger ([docs/operations.md](docs/operations.md#logs))",
     )
 
     @classmethod

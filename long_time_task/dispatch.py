@@ -4,6 +4,10 @@ The message is the contract between the web side and the worker side: the execut
 (``EXECUTOR_TASK``) and two positional arguments, the row's id and the attempt number. Nothing else
 travels; the worker reads everything from the row. The task object is looked up by that name in the
 current Celery app's registry (``app.tasks``), so this module does not import the worker side.
+
+For monitoring only, the message is named after its task type (Celery's ``shadow``: the name the worker's logs,
+its events, Flower and ``celery inspect`` show) and its arguments are shown as ``(task_id=12, attempt=1)``
+(``argsrepr``); the worker still runs ``EXECUTOR_TASK``.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def publish(task: LongTimeTask, *, attempt: int, countdown: float | None = None)
             "time_limit": config.timeout,
             "soft_time_limit": config.soft_timeout,
             "countdown": countdown,  # None: now
+            "shadow": task.task_type,
+            "argsrepr": f"(task_id={task.id}, attempt={attempt})",
             "retry": True,
             "retry_policy": {
                 "max_retries": 2,

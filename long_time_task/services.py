@@ -311,11 +311,12 @@ class CancelOutcome:
     cancelled: bool  # True: CANCELLED now; False: it is running, and its cancel was requested
 
 
-def cancel_task(task_id: int, *, user: Any = None) -> CancelOutcome:
+def cancel_task(task_id: int, *, user: Any = None, note: str = "") -> CancelOutcome:
     """Cancel a task. A waiting one (PENDING, RETRYING, delayed) becomes CANCELLED at once and its handler
     never runs, even if its message is already queued. A RUNNING one gets a durable cancel request: its
     handler sees it (``check_cancelled``, ``progress``), and if it has not stopped after
-    ``CANCEL_GRACE_SECONDS`` its worker kills the process running it. A finished task: ActionNotAllowed."""
+    ``CANCEL_GRACE_SECONDS`` its worker kills the process running it. A finished task: ActionNotAllowed.
+    ``note`` goes into the audit trail (a Celery revoke, by the worker that received it)."""
     tasks = LongTimeTask.objects
     task = _task_for_action(task_id, user)
     who = user.get_username() if user is not None and user.is_authenticated else SYSTEM
@@ -329,13 +330,13 @@ def cancel_task(task_id: int, *, user: Any = None) -> CancelOutcome:
         with transaction.atomic():
             if task.is_waiting:
                 if tasks.cancel_waiting(task.id, message=message):
-                    record(task.id, AuditAction.CANCELLED, actor=user)
-                    logger.info("Task %s cancelled by %s before it started", task.id, who)
+                    record(task.id, AuditAction.CANCELLED, actor=user, note=note)
+                    logger.info("Task %s cancelled by %s before it started%s", task.id, who, f" ({note})" * bool(note))
                     return CancelOutcome(tasks.get(id=task.id), cancelled=True)
             elif tasks.request_cancel(task.id):
                 if task.cancel_requested_at is None:
-                    record(task.id, AuditAction.CANCEL_REQUESTED, actor=user)
-                logger.info("Task %s: cancel requested by %s while running", task.id, who)
+                    record(task.id, AuditAction.CANCEL_REQUESTED, actor=user, note=note)
+                logger.info("Task %s: cancel requested by %s while running%s", task.id, who, f" ({note})" * bool(note))
                 return CancelOutcome(tasks.get(id=task.id), cancelled=False)
         task = tasks.get(id=task.id)
     raise ActionNotAllowed(f"Task {task.id} is changing state; try again.", code="state_changed")

@@ -60,6 +60,9 @@ if REDIS_AVAILABLE:
         "socket_keepalive": True,
     }
 
+# A worker started by a test may turn off Celery's acknowledgement of failed tasks (acks_late), as a project may.
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = os.environ.get("LTT_TEST_ACKS_ON_FAILURE", "true") == "true"
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests  # noqa: S105
 LONG_TIME_TASK_FILES_DIR = Path(os.environ.get("LTT_TEST_FILES_DIR", VAR_DIR / "test-files"))  # noqa: F405
 LONG_TIME_TASK_RESULTS_DIR = Path(os.environ.get("LTT_TEST_RESULTS_DIR", VAR_DIR / "test-results"))  # noqa: F405

@@ -90,6 +90,9 @@ def test_a_publish_carries_what_the_worker_relies_on_with_celerys_publish_signal
     assert message["decoded_body"][0] == [41, 2]
     assert message["headers"]["id"] == task.celery_task_id
     assert message["headers"]["task"] == dispatch.EXECUTOR_TASK
+    # What logs, events and Flower show: the task type, and arguments that say what they are.
+    assert message["headers"]["shadow"] == task.task_type
+    assert message["headers"]["argsrepr"] == f"(task_id={task.id}, attempt=2)"
     assert message["headers"]["timelimit"] == [90, 80]
     assert message["headers"]["eta"] is None
     assert message["properties"]["priority"] == 3

@@ -306,7 +306,7 @@ def fake_request(celery_id: str, attempt: int, pid: int) -> Any:
 
     from long_time_task.dispatch import EXECUTOR_TASK
 
-    return SimpleNamespace(id=celery_id, args=[0, attempt], worker_pid=pid, name=EXECUTOR_TASK)
+    return SimpleNamespace(id=celery_id, args=[0, attempt], worker_pid=pid, type=EXECUTOR_TASK, name="test_shadow")
 
 
 def overdue(task: LongTimeTask, *, attempt: int, worker: str) -> LongTimeTask:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback as tb
 from datetime import timedelta
 from typing import Any
@@ -48,14 +49,34 @@ def check_result(result: Any) -> None:
 
 
 class Executor:
-    """Runs one attempt of one task. ``worker`` names the worker in the row."""
+    """Runs one attempt of one task. ``worker`` names the worker in the row.
+
+    Every line it logs carries the fields of the attempt (``extra=``, see ``observability/logs.py``): ``task_id``,
+    ``task_type``, ``attempt``, ``worker``, ``queue``, and on the lines that end it, ``outcome`` and ``duration_ms``
+    (since the run began). After a run, ``error_code`` and ``error_message`` hold what a failure recorded."""
 
     def __init__(self, worker: str) -> None:
         self.worker = worker
+        self.fields: dict[str, Any] = {}
+        self.started = time.monotonic()
+        self.error_code = self.error_message = ""
+
+    def log_fields(self, outcome: str | None = None) -> dict[str, Any]:
+        """The fields of a log line; ``outcome`` on the line that records how the attempt ended."""
+        duration = round((time.monotonic() - self.started) * 1000, 1) if outcome is not None else None
+        return {**self.fields, "outcome": outcome, "duration_ms": duration}
 
     def run(self, task_id: int, attempt: int) -> str:
         """Returns what happened: claimed-and-finished, failed, retrying, or skipped."""
         tasks = LongTimeTask.objects
+        self.started = time.monotonic()
+        self.fields = {
+            "task_id": task_id,
+            "task_type": None,
+            "attempt": attempt,
+            "worker": self.worker,
+            "queue": None,
+        }
         try:
             claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
         except (OperationalError, InterfaceError):
@@ -71,21 +92,24 @@ class Executor:
                     task_id,
                     attempt,
                     conf.LEASE_SECONDS,
+                    extra=self.log_fields(),
                 )
         if claimed is None:
             logger.info(
                 "Task %s attempt %s not claimed: already claimed, finished, cancelled, not due yet or gone",
                 task_id,
                 attempt,
+                extra=self.log_fields("skipped"),
             )
             return "skipped"
         task_type, params = claimed.task_type, claimed.task_params
+        self.fields.update(task_type=task_type, queue=claimed.queue)
         config = LongTimeTaskRegister.get_task(task_type)
         if config is None:
             message = f"Task type {task_type!r} is not registered in this worker"
             return self._fail(task_id, attempt, message, ErrorCode.UNKNOWN_TASK_TYPE)
 
-        logger.info("Running task %s (%s), attempt %s", task_id, task_type, attempt)
+        logger.info("Running task %s (%s), attempt %s", task_id, task_type, attempt, extra=self.log_fields())
         context = TaskContext(task_id, attempt, owner_id=claimed.owner_id)
         token = activate(context)
         try:
@@ -108,7 +132,11 @@ class Executor:
             # The soft limit fired after the handler had returned, while its result was being recorded:
             # the work is done, so record it (the signal fires once) rather than leave the row RUNNING for
             # the reaper, which would run the handler again.
-            logger.warning("Task %s: soft time limit while recording its result; recording it again", task_id)
+            logger.warning(
+                "Task %s: soft time limit while recording its result; recording it again",
+                task_id,
+                extra=self.log_fields(),
+            )
             return self._record_result(task_id, attempt, result)
 
     def _record_result(self, task_id: int, attempt: int, result: Any) -> str:
@@ -124,17 +152,37 @@ class Executor:
             message = "The task returned a result that the database cannot store."
             return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())
         if finished:
-            logger.info("Task %s finished", task_id)
+            extra = self.log_fields("finished")
+            logger.info(
+                "Task %s (%s) attempt %s finished in %.0f ms",
+                task_id,
+                extra["task_type"],
+                attempt,
+                extra["duration_ms"],
+                extra=extra,
+            )
             return "finished"
-        logger.warning("Task %s finished, but its row had already left RUNNING; result dropped", task_id)
+        logger.warning(
+            "Task %s finished, but its row had already left RUNNING; result dropped",
+            task_id,
+            extra=self.log_fields("skipped"),
+        )
         return "skipped"
 
     def _cancelled(self, task_id: int, attempt: int) -> str:
         message = "The task was cancelled while it ran."
         if LongTimeTask.objects.finish_cancelled(task_id, attempt=attempt, message=message):
-            logger.warning("Task %s cancelled while running (attempt %s)", task_id, attempt)
+            self.error_code, self.error_message = ErrorCode.CANCELLED, message
+            logger.warning(
+                "Task %s cancelled while running (attempt %s)", task_id, attempt, extra=self.log_fields("cancelled")
+            )
             return "cancelled"
-        logger.warning("Task %s attempt %s stopped: its row had already moved on", task_id, attempt)
+        logger.warning(
+            "Task %s attempt %s stopped: its row had already moved on",
+            task_id,
+            attempt,
+            extra=self.log_fields("skipped"),
+        )
         return "skipped"
 
     def _handle_error(
@@ -158,8 +206,15 @@ class Executor:
                 code=ErrorCode.TEMPORARY_ERROR,
                 traceback=trace,
             ):
+                self.error_code = ErrorCode.TEMPORARY_ERROR
+                self.error_message = f"Attempt {attempt} failed with a temporary error; retrying."
                 logger.warning(
-                    "Task %s attempt %s failed (%s); retrying in %.1fs", task_id, attempt, describe(exc), delay
+                    "Task %s attempt %s failed (%s); retrying in %.1fs",
+                    task_id,
+                    attempt,
+                    describe(exc),
+                    delay,
+                    extra=self.log_fields("retrying"),
                 )
                 task = LongTimeTask(
                     id=task_id,
@@ -179,7 +234,7 @@ class Executor:
             code = ErrorCode.RETRIES_EXHAUSTED
         else:
             message, code = "The task failed with an unexpected error.", ErrorCode.HANDLER_ERROR
-        logger.error("Task %s attempt %s raised %s", task_id, attempt, describe(exc))
+        logger.error("Task %s attempt %s raised %s", task_id, attempt, describe(exc), extra=self.log_fields())
         return self._fail(task_id, attempt, message, code, trace, context)
 
     def _fail(
@@ -197,11 +252,24 @@ class Executor:
             try:
                 context.flush()  # the last progress reported before the failure shows where it stopped
             except Exception:
-                logger.exception("Could not write the last progress of task %s", task_id)
+                logger.exception("Could not write the last progress of task %s", task_id, extra=self.log_fields())
         if LongTimeTask.objects.fail(task_id, attempt=attempt, message=message, code=code, traceback=traceback):
-            logger.error("Task %s failed (%s): %s", task_id, code, message)
+            self.error_code, self.error_message = code, message
+            extra = self.log_fields("failed")
+            logger.error(
+                "Task %s (%s) attempt %s failed (%s) after %.0f ms: %s",
+                task_id,
+                extra["task_type"],
+                attempt,
+                code,
+                extra["duration_ms"],
+                message,
+                extra={**extra, "error_code": code},
+            )
             return "failed"
-        logger.warning("Task %s failed, but its row had already left RUNNING", task_id)
+        logger.warning(
+            "Task %s failed, but its row had already left RUNNING", task_id, extra=self.log_fields("skipped")
+        )
         return "skipped"
 
     @staticmethod

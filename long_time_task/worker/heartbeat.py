@@ -40,9 +40,11 @@ logger = logging.getLogger(__name__)
 
 
 def active_requests() -> list[Any]:
+    """The executor's requests running in this worker. ``request.type`` is the registered task name; ``request.name``
+    is the message's ``shadow`` (its task type) when it has one."""
     from celery.worker import state
 
-    return [request for request in list(state.active_requests) if request.name == EXECUTOR_TASK]
+    return [request for request in list(state.active_requests) if request.type == EXECUTOR_TASK]
 
 
 def active_celery_ids() -> list[str]:

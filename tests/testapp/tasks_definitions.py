@@ -175,3 +175,6 @@ def uncooperative(task_id: int, params: dict[str, Any]) -> None:
     """Never checks for a cancel: only the hard stop can end it."""
     record(task_id, "test_uncooperative")
     time.sleep(float(params.get("seconds", 60)))
+
+
+from . import tools_tasks  # noqa: E402, F401 - the Celery-tooling tests' task types
