@@ -15,6 +15,7 @@ from django.db import close_old_connections, connection
 from ..conf import conf
 from ..dispatch import EXECUTOR_TASK
 from ..models import AttemptCause
+from ..tracing import traced_attempt
 from . import recovery
 from .executor import Executor
 from .heartbeat import LeaseHeartbeat, consumed_queues
@@ -46,6 +47,7 @@ class LongTimeTaskCeleryTask(Task):  # type: ignore[type-arg]
     # before the claim leaves the row waiting, and the sweeper publishes it again.
     ignore_result=True,
 )
+@traced_attempt
 def execute_long_time_task(self: Task, task_id: int, attempt: int = 1) -> str:  # type: ignore[type-arg]
     """Run attempt ``attempt`` of the LongTimeTask row ``task_id``."""
     maybe_refresh_connection()
