@@ -2,7 +2,8 @@
 as one JSON line, for the tracing tests to read (tests/integration/test_tracing.py).
 
 tests/settings.py imports this module only when that variable is set. The SDK is set up in each pool process
-after the fork (``worker_process_init``), as OpenTelemetry's Celery documentation asks.
+after the fork (``worker_process_init``), as OpenTelemetry's Celery documentation asks; with
+``LTT_TEST_CELERY_INSTRUMENTATION=1``, opentelemetry-instrumentation-celery is turned on there too.
 """
 
 from __future__ import annotations
@@ -55,3 +56,7 @@ def _set_up_tracing(**kwargs: Any) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(os.environ["LTT_TEST_SPANS_FILE"])))
     trace.set_tracer_provider(provider)
+    if os.environ.get("LTT_TEST_CELERY_INSTRUMENTATION") == "1":
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        CeleryInstrumentor().instrument()  # type: ignore[no-untyped-call]
