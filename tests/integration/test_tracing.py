@@ -75,11 +75,16 @@ def traced_worker(worker_database: str, broker: Any, spans_file: Path, tmp_path_
     worker.stop()
 
 
+def read_spans(spans_file: Path) -> list[dict[str, Any]]:
+    """Every span the worker exported so far; a line still being appended (no newline yet) waits for the next read."""
+    return [json.loads(line) for line in spans_file.read_text().split("\n")[:-1] if line]
+
+
 def worker_spans(spans_file: Path, task_id: int) -> list[dict[str, Any]]:
     """The worker's spans of ``task_id``: those naming it, and the handler's own spans under them."""
     if not spans_file.exists():
         return []
-    records = [json.loads(line) for line in spans_file.read_text().splitlines() if line]
+    records = read_spans(spans_file)
     spans = [span for span in records if span["attributes"].get(ID) == task_id]
     ids = {span["span_id"] for span in spans}
     return spans + [span for span in records if span["name"] == "handler work" and span["parent_id"] in ids]

@@ -7,7 +7,6 @@ library's ``process`` span then nests under that span rather than beside it (tra
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from long_time_task import services
 from long_time_task.dispatch import EXECUTOR_TASK
 from long_time_task.models import TaskState
-from tests.integration.test_tracing import ID, STEPS, attempts_done, hexid, one, wait_until_state, web
+from tests.integration.test_tracing import ID, STEPS, attempts_done, hexid, one, read_spans, wait_until_state, web
 from tests.workers import WorkerProcess, wait_for, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,7 +68,7 @@ def test_with_celery_instrumentation_too_the_trace_is_one_chain(instrumented, in
 
     assert wait_until_state(task.id, {TaskState.FINISHED, TaskState.FAILED}).state == TaskState.FINISHED
     ours = wait_for(lambda: attempts_done(spans_file, task.id, 1), timeout=30, what="the worker's spans")
-    records = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    records = read_spans(spans_file)
     theirs = one(records, f"run/{EXECUTOR_TASK}")
 
     request, send = web(instrumented, "POST /api/tasks"), web(instrumented, "send operate")
