@@ -245,7 +245,7 @@ class _Attempt:
             self.error = error
         if name == self.step_name:
             return
-        self.end_step(sys.exc_info()[1])
+        self.end_step(sys.exc_info()[1] if self.step_name == "run" else None)  # what the handler raised
         trace = self.otel.trace
         span = self.otel.tracer.start_span(
             f"long_time_task.{name}", context=trace.set_span_in_context(self.span), attributes=self.attributes
@@ -328,7 +328,7 @@ def traced_attempt(func: Callable[[Any, int, int], str]) -> Callable[[Any, int, 
         try:
             outcome = func(self, task_id, attempt)
         except BaseException as exc:
-            handle.end_step(exc, "error")
+            handle.end_step(exc)  # escaped the executor: the database down at the claim, say
             span.record_exception(exc)
             span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise

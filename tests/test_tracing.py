@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from celery import current_app
 from django.core.checks import run_checks
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -166,6 +167,27 @@ def test_link_mode_starts_a_trace_of_its_own_linked_to_the_creation_context(sett
 
 def test_a_message_without_trace_context_starts_a_new_trace():
     assert parent_and_links(SimpleNamespace(headers={"id": "x"})) == (None, [])
+
+
+def test_an_exception_escaping_the_attempt_ends_its_spans_in_error_and_restores_the_context(spans):
+    def executor(self: Any, task_id: int, attempt: int) -> str:
+        tracing.step("claim")
+        raise ConnectionError("the database is down")
+
+    task = SimpleNamespace(
+        request=SimpleNamespace(headers={}, delivery_info={"routing_key": "q"}, id="c-3", hostname="w@h"),
+        app=current_app,
+    )
+    with TRACER.start_as_current_span("worker loop") as loop:
+        with pytest.raises(ConnectionError):
+            tracing.traced_attempt(executor)(task, 3, 1)
+        assert trace.get_current_span() is loop
+    (process,), (claim,) = named(spans, "process q"), named(spans, "long_time_task.claim")
+    assert process.status.status_code == claim.status.status_code == trace.StatusCode.ERROR
+    assert [event.name for event in process.events] == [event.name for event in claim.events] == ["exception"]
+    assert claim.parent.span_id == process.context.span_id
+    tracing.step("finish")  # outside an attempt: nothing
+    assert len(spans.get_finished_spans()) == 3
 
 
 def test_messaging_system_names_the_broker():
