@@ -218,3 +218,21 @@ def check_queues_consumed(app_configs: Any = None, databases: Any = None, **kwar
         )
         for queue in missing
     ]
+
+
+@register()
+def check_tracing_mode(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """An unknown mode would trace as ``"parent"``: say so at start-up instead."""
+    from .conf import conf
+    from .tracing import MODES
+
+    mode = conf.TRACING
+    if mode in MODES:
+        return []
+    return [
+        Error(
+            f"LONG_TIME_TASK_TRACING is {mode!r}.",
+            hint='"parent" (the default), "link" or "off"; True and False mean "parent" and "off".',
+            id="long_time_task.E003",
+        )
+    ]

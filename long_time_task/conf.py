@@ -98,6 +98,14 @@ def _log_format(value: Any) -> str | None:
     return str(value)
 
 
+def _tracing_mode(value: Any) -> str:
+    if value is True or value is None:
+        return "parent"
+    if value is False:
+        return "off"
+    return str(value).lower()
+
+
 class Conf:
     FILES_DIR = Setting(
         None,
@@ -177,6 +185,14 @@ class Conf:
         "PostgreSQL: the submit's INSERT and the worker's claim, progress and finish are prepared once per "
         "connection, not parsed and planned for every task; turn it off behind PgBouncer older than 1.21 in "
         "transaction mode, which cannot keep prepared statements",
+    )
+    TRACING = Setting(
+        "parent",
+        _tracing_mode,
+        "OpenTelemetry spans for submit, publish and the worker's run, with the trace context carried in the message, "
+        "when `opentelemetry-api` is installed: `\"parent\"` (the worker's spans continue the submit's trace), "
+        '`"link"` (they start a trace of their own, linked to it) or `"off"` (nothing imported) '
+        "([Tracing](docs/operations.md#tracing))",
     )
     TRUSTED_PROXY_COUNT = Setting(
         0,

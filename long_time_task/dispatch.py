@@ -19,6 +19,7 @@ from celery import current_app
 
 from .conf import conf
 from .registry import LongTimeTaskRegister
+from .tracing import publishing
 
 if TYPE_CHECKING:
     from .models import LongTimeTask
@@ -71,7 +72,9 @@ def publish(task: LongTimeTask, *, attempt: int, countdown: float | None = None)
                 "interval_max": budget / 4,
             },
         }
-        current_app.tasks[EXECUTOR_TASK].apply_async(args=(task.id, attempt), task_id=task.celery_task_id, **options)
+        with publishing(task, attempt=attempt, queue=options["queue"]) as headers:
+            executor = current_app.tasks[EXECUTOR_TASK]
+            executor.apply_async(args=(task.id, attempt), task_id=task.celery_task_id, headers=headers, **options)
     except Exception:
         # Broker down or unreachable: never turn a committed submit into an error. The row stays waiting,
         # due for the next sweep, which publishes it again.

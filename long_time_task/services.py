@@ -22,6 +22,7 @@ from .models.audit import SYSTEM, record
 from .models.querysets import LongTimeTaskQuerySet
 from .ratelimit import Rate, RateExceeded, Reservation, reserve
 from .registry import InvalidParams, LongTimeTaskRegister, TaskConfig
+from .tracing import traced_submit, traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def _replay(owner: Any, key: str, task_type: str, params: dict[str, Any]) -> Sub
     return Submission(existing, created=False)
 
 
+@traced_submit
 def submit(
     task_type: str,
     params: dict[str, Any] | None = None,
@@ -231,6 +233,7 @@ def submit(
         "run_after": start,
         "idempotency_key": idempotency_key,
         "retry_of": retry_of,
+        "traceparent": traceparent(),  # "" unless tracing is on
     }
     try:
         if idempotency_key is None:

@@ -66,3 +66,8 @@ CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = os.environ.get("LTT_TEST_ACKS_ON_FAILUR
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests  # noqa: S105
 LONG_TIME_TASK_FILES_DIR = Path(os.environ.get("LTT_TEST_FILES_DIR", VAR_DIR / "test-files"))  # noqa: F405
 LONG_TIME_TASK_RESULTS_DIR = Path(os.environ.get("LTT_TEST_RESULTS_DIR", VAR_DIR / "test-results"))  # noqa: F405
+
+# A worker started by the tracing tests: OpenTelemetry's SDK, exporting to a file (tests/otel_worker.py), and the mode.
+if os.environ.get("LTT_TEST_SPANS_FILE"):
+    import tests.otel_worker  # noqa: F401
+LONG_TIME_TASK_TRACING = os.environ.get("LTT_TEST_TRACING", "parent")

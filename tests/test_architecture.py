@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "long_time_task"
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"conf", "exceptions", "registry"}),
     ("model", {"models", "models.*"}),
-    ("core", {"services", "dispatch", "context", "retention", "pagination", "ratelimit"}),
+    ("core", {"services", "dispatch", "context", "retention", "pagination", "ratelimit", "tracing"}),
     (
         "sides",
         {"worker", "worker.*", "api", "api.*", "admin", "cli", "management", "management.*", "dashboard", "dashboard.*"}

@@ -99,6 +99,9 @@ class LongTimeTask(models.Model):
     idempotency_key = models.CharField(  # noqa: DJ001 - NULL: no key (NULLs never collide in the unique constraint)
         max_length=255, null=True, blank=True, verbose_name=_("idempotency key")
     )
+    # The W3C traceparent of the submit's span (tracing on; "" otherwise): a task published again later by the
+    # sweeper or the reaper continues its submit's trace (long_time_task/tracing.py).
+    traceparent = models.CharField(max_length=64, blank=True, default="", editable=False, verbose_name=_("trace"))
 
     objects: ClassVar[LongTimeTaskQuerySet] = LongTimeTaskQuerySet.as_manager()  # type: ignore[assignment]
 

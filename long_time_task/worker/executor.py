@@ -20,6 +20,7 @@ from ..exceptions import TaskError
 from ..models import LongTimeTask
 from ..models.querysets import ClaimedTask
 from ..registry import LongTimeTaskRegister, TaskConfig
+from ..tracing import step
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Executor:
 
     def run(self, task_id: int, attempt: int) -> str:
         """Returns what happened: claimed-and-finished, failed, retrying, or skipped."""
+        step("claim")
         tasks = LongTimeTask.objects
         self.started = time.monotonic()
         self.fields = {
@@ -111,6 +113,7 @@ class Executor:
 
         logger.info("Running task %s (%s), attempt %s", task_id, task_type, attempt, extra=self.log_fields())
         context = TaskContext(task_id, attempt, owner_id=claimed.owner_id)
+        step("run", task_type=task_type)
         token = activate(context)
         try:
             if config.wants_context:
@@ -140,6 +143,7 @@ class Executor:
             return self._record_result(task_id, attempt, result)
 
     def _record_result(self, task_id: int, attempt: int, result: Any) -> str:
+        step("finish")
         tasks = LongTimeTask.objects
         try:
             check_result(result)
@@ -170,6 +174,7 @@ class Executor:
         return "skipped"
 
     def _cancelled(self, task_id: int, attempt: int) -> str:
+        step("finish")
         message = "The task was cancelled while it ran."
         if LongTimeTask.objects.finish_cancelled(task_id, attempt=attempt, message=message):
             self.error_code, self.error_message = ErrorCode.CANCELLED, message
@@ -190,6 +195,7 @@ class Executor:
     ) -> str:
         # The owner sees error_message and error_code; the exception's own text (which may hold internal
         # details) is in the traceback, shown to staff only. A TaskError's message is meant for the owner.
+        step("finish", error=ErrorCode.TEMPORARY_ERROR)  # if it is retried; _fail names the code otherwise
         tasks = LongTimeTask.objects
         task_id = claimed.id
         trace = tb.format_exc()
@@ -246,6 +252,7 @@ class Executor:
         traceback: str = "",
         context: TaskContext | None = None,
     ) -> str:
+        step("finish", error=code)
         if context is not None:
             if context.cancel_requested:  # it failed while stopping for a cancel: the cancel is the outcome
                 return self._cancelled(task_id, attempt)

@@ -95,7 +95,8 @@ def dispatch_due_tasks() -> int:
     due = LongTimeTask.objects.dispatch_due(now).order_by("redispatch_at")[: conf.MAINTENANCE_BATCH]
     published = 0
     fields = ("id", "task_type", "celery_task_id", "queue", "priority", "state", "attempts", "redispatch_at")
-    for task in due.only(*fields, "dispatch_count"):
+    tracing = ("traceparent",)  # the publish continues the submit's trace
+    for task in due.only(*fields, *tracing, "dispatch_count"):
         if task.redispatch_at is None:  # narrowed by the query; for the type checker
             continue
         if LongTimeTaskRegister.get_task(task.task_type) is None:

@@ -24,6 +24,7 @@ from .. import services
 from ..conf import conf
 from ..dispatch import EXECUTOR_TASK
 from ..models import AttemptCause, LongTimeTask
+from ..tracing import traced_attempt
 from . import recovery
 from .executor import Executor
 from .heartbeat import LeaseHeartbeat, consumed_queues, request_attempt
@@ -35,9 +36,13 @@ _heartbeat: LeaseHeartbeat | None = None
 class AttemptFailed(Exception):  # noqa: N818 - it says what happened to the attempt
     """The attempt ended FAILED, and the row already says so: raised for Celery's events (task-failed) only."""
 
+    attempt_outcome = "failed"  # what the executor recorded (read by tracing.traced_attempt)
+
 
 class AttemptCancelled(AttemptFailed):
     """The attempt ended CANCELLED (its cancel was requested), and the row already says so."""
+
+    attempt_outcome = "cancelled"
 
 
 class LongTimeTaskCeleryTask(Task):  # type: ignore[type-arg]
@@ -68,6 +73,7 @@ class LongTimeTaskCeleryTask(Task):  # type: ignore[type-arg]
     # before the claim leaves the row waiting, and the sweeper publishes it again.
     ignore_result=True,
 )
+@traced_attempt
 def execute_long_time_task(self: Task, task_id: int, attempt: int = 1) -> str:  # type: ignore[type-arg]
     """Run attempt ``attempt`` of the LongTimeTask row ``task_id``.
 
@@ -90,7 +96,9 @@ def execute_long_time_task(self: Task, task_id: int, attempt: int = 1) -> str:  
     if outcome == "cancelled":
         raise AttemptCancelled(reason)
     if outcome == "retrying":
-        raise Retry(reason)
+        retry = Retry(reason)
+        retry.attempt_outcome = outcome  # type: ignore[attr-defined]
+        raise retry
     return outcome
 
 

@@ -177,4 +177,28 @@ def uncooperative(task_id: int, params: dict[str, Any]) -> None:
     time.sleep(float(params.get("seconds", 60)))
 
 
+@LongTimeTaskRegister.register(
+    task_type="test_traced",
+    timeout=30,
+    soft_timeout=20,
+    max_retries=2,
+    retry_delay=1,
+    retry_backoff=False,
+    queue="operate",
+)
+def traced(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """For the tracing tests (tests/integration/test_tracing.py): opens a span of its own; fails for good with
+    ``{"fail": true}``, with a retryable error on its first ``failures`` runs."""
+    from opentelemetry import trace  # here, not at the top: the "absent" test loads this module without it
+
+    with trace.get_tracer("tests").start_as_current_span("handler work"):
+        record(task_id, "test_traced")
+        runs = HandlerRun.objects.filter(task_id=task_id).count()
+        if params.get("fail"):
+            raise ValueError("asked to fail")
+        if runs <= int(params.get("failures", 0)):
+            raise ConnectionError(f"transient failure {runs}")
+    return {"runs": runs}
+
+
 from . import tools_tasks  # noqa: E402, F401 - the Celery-tooling tests' task types
