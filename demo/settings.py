@@ -439,6 +439,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"default": {"()": f"long_time_task.observability.logs.{_LOG_FORMATTER}"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "default"}},
+    # A failed /readyz is logged once per check, with its reason, by long_time_task.observability.health (WARNING);
+    # the filter drops Django's ERROR line for each probe's 503.
+    "filters": {"probes": {"()": "long_time_task.observability.health.ProbeRequestsFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["probes"]}},
     "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
 }

@@ -195,3 +195,27 @@ def test_readyz_gives_up_on_a_broker_that_never_answers(
         assert again.status_code == 503 and body(again)["checks"]["broker"] == answer["checks"]["broker"]
         assert took < 0.5 + 3
     # Closing the listening socket resets the connection the check waits on: its thread ends.
+
+
+def test_the_probe_filter_drops_only_django_s_line_for_a_probe_answer(rf: Any) -> None:
+    import logging
+
+    from long_time_task.observability.health import ProbeRequestsFilter
+
+    def record(name: str, path: str) -> logging.LogRecord:
+        line = logging.LogRecord(name, logging.ERROR, __file__, 1, "Service Unavailable: %s", (path,), None)
+        line.request = rf.get(path)
+        return line
+
+    keep = ProbeRequestsFilter().filter
+    assert not keep(record("django.request", "/readyz"))
+    assert not keep(record("django.request", "/healthz"))
+    assert keep(record("django.request", "/api/tasks/"))  # any other URL's 5xx still logs
+    assert keep(record("long_time_task.observability.health", "/readyz"))  # the reason, logged once per check
+    assert keep(logging.LogRecord("django.request", logging.ERROR, __file__, 1, "no request", (), None))
+
+
+def test_the_demo_logging_filters_probe_answers() -> None:
+    from django.conf import settings
+
+    assert settings.LOGGING["handlers"]["console"]["filters"] == ["probes"]

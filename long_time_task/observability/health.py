@@ -171,3 +171,16 @@ class HealthCheckMiddleware:
         if failed:
             return probe_response(request, {"status": "unavailable", "failed": failed, "checks": checks}, 503)
         return probe_response(request, {"status": "ok", "checks": checks})
+
+
+class ProbeRequestsFilter(logging.Filter):
+    """A logging filter that drops Django's own line for a probe's answer: ``django.request`` logs every 5xx at
+    ERROR, so a database outage would add an ERROR per probe per process (a kubelet probes every few seconds)
+    to the WARNING this module already logs once per check with the reason. Add it to the handlers of a project's
+    ``LOGGING`` (the demo does); other requests' lines pass untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        if record.name != "django.request" or not isinstance(request, HttpRequest):
+            return True
+        return request.path_info not in (LIVENESS_PATH, READINESS_PATH)
