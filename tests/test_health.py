@@ -218,4 +218,5 @@ def test_the_probe_filter_drops_only_django_s_line_for_a_probe_answer(rf: Any) -
 def test_the_demo_logging_filters_probe_answers() -> None:
     from django.conf import settings
 
-    assert settings.LOGGING["handlers"]["console"]["filters"] == ["probes"]
+    logging: dict[str, Any] = settings.LOGGING
+    assert logging["handlers"]["console"]["filters"] == ["probes"]
