@@ -15,6 +15,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from . import metrics
 from .conf import conf
 from .dispatch import publish
 from .models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
@@ -257,6 +258,8 @@ def submit(
         raise
     if not held:
         transaction.on_commit(functools.partial(publish, task, attempt=1, countdown=delay or None))
+    # Counted once the row is committed (at once outside a transaction): a caller's rollback counts nothing.
+    transaction.on_commit(functools.partial(metrics.submitted, config.name, config.queue))
     logger.info("Task %s submitted: %s%s", task.id, task_type, f" (starts at {start.isoformat()})" if start else "")
     return Submission(task, created=True)
 
@@ -330,6 +333,8 @@ def cancel_task(task_id: int, *, user: Any = None) -> CancelOutcome:
             if task.is_waiting:
                 if tasks.cancel_waiting(task.id, message=message):
                     record(task.id, AuditAction.CANCELLED, actor=user)
+                    counted = (task.task_type, task.queue, TaskState.CANCELLED, "cancelled")
+                    transaction.on_commit(functools.partial(metrics.finished, *counted))
                     logger.info("Task %s cancelled by %s before it started", task.id, who)
                     return CancelOutcome(tasks.get(id=task.id), cancelled=True)
             elif tasks.request_cancel(task.id):

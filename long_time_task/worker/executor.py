@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback as tb
 from datetime import timedelta
 from typing import Any
@@ -12,11 +13,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DataError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
+from .. import metrics
 from ..conf import conf
 from ..context import TaskCancelled, TaskContext, activate, deactivate
 from ..dispatch import publish
 from ..exceptions import TaskError
-from ..models import LongTimeTask
+from ..models import LongTimeTask, TaskState
 from ..models.querysets import ClaimedTask
 from ..registry import LongTimeTaskRegister, TaskConfig
 
@@ -52,16 +54,20 @@ class Executor:
 
     def __init__(self, worker: str) -> None:
         self.worker = worker
+        # The claimed attempt's type and queue (the metrics' labels) and when it was claimed (monotonic).
+        self.labels = ("", "")
+        self.claimed_at = 0.0
 
     def run(self, task_id: int, attempt: int) -> str:
         """Returns what happened: claimed-and-finished, failed, retrying, or skipped."""
         tasks = LongTimeTask.objects
+        timed = conf.METRICS
         try:
-            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
+            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS, timed=timed)
         except (OperationalError, InterfaceError):
             # The connection broke (the database restarted since the last task): once more, on a new one.
             connection.close()
-            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
+            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS, timed=timed)
             if claimed is None:
                 # If the first claim committed before its reply was lost, this attempt now holds the row
                 # without running: its lease runs out and the reaper retries it (it never runs twice).
@@ -79,7 +85,10 @@ class Executor:
                 attempt,
             )
             return "skipped"
+        self.claimed_at = time.monotonic()
         task_type, params = claimed.task_type, claimed.task_params
+        self.labels = (task_type, claimed.queue)
+        metrics.started(task_type, claimed.queue, claimed.waited)
         config = LongTimeTaskRegister.get_task(task_type)
         if config is None:
             message = f"Task type {task_type!r} is not registered in this worker"
@@ -125,6 +134,7 @@ class Executor:
             return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())
         if finished:
             logger.info("Task %s finished", task_id)
+            metrics.finished(*self.labels, TaskState.FINISHED, runtime=self.runtime())
             return "finished"
         logger.warning("Task %s finished, but its row had already left RUNNING; result dropped", task_id)
         return "skipped"
@@ -133,6 +143,7 @@ class Executor:
         message = "The task was cancelled while it ran."
         if LongTimeTask.objects.finish_cancelled(task_id, attempt=attempt, message=message):
             logger.warning("Task %s cancelled while running (attempt %s)", task_id, attempt)
+            metrics.finished(*self.labels, TaskState.CANCELLED, ErrorCode.CANCELLED, runtime=self.runtime())
             return "cancelled"
         logger.warning("Task %s attempt %s stopped: its row had already moved on", task_id, attempt)
         return "skipped"
@@ -168,6 +179,7 @@ class Executor:
                     queue=claimed.queue,
                     priority=claimed.priority,
                 )
+                metrics.retried(*self.labels, runtime=self.runtime())
                 publish(task, attempt=attempt + 1, countdown=delay)
                 return "retrying"
             # Not retried: a cancel was requested meanwhile (or the row moved on).
@@ -200,16 +212,35 @@ class Executor:
                 logger.exception("Could not write the last progress of task %s", task_id)
         if LongTimeTask.objects.fail(task_id, attempt=attempt, message=message, code=code, traceback=traceback):
             logger.error("Task %s failed (%s): %s", task_id, code, message)
+            metrics.finished(*self.labels, TaskState.FAILED, code, runtime=self.runtime())
             return "failed"
         logger.warning("Task %s failed, but its row had already left RUNNING", task_id)
         return "skipped"
 
+    def runtime(self) -> float:
+        """Seconds since the claim."""
+        return time.monotonic() - self.claimed_at
+
     @staticmethod
     def fail_on_hard_time_limit(task_id: int, attempt: int, timeout: float) -> bool:
         """Called in the worker's main process after a hard time limit killed the child."""
-        return LongTimeTask.objects.fail(
+        failed = LongTimeTask.objects.fail(
             task_id,
             attempt=attempt,
             message=f"Time limit exceeded: the task was killed after its hard limit of {timeout:g}s",
             code=ErrorCode.TIMEOUT,
         )
+        if failed:
+            count_terminal(task_id, TaskState.FAILED, ErrorCode.TIMEOUT)
+        return bool(failed)
+
+
+def count_terminal(task_id: int, state: str, error_code: str) -> None:
+    """Count a terminal transition made outside the executor's run, where the row's type and queue are not at
+    hand: one more read, on these rare paths only (a hard time limit, an enforced cancel), and only with metrics
+    on."""
+    if not conf.METRICS:
+        return
+    labels = LongTimeTask.objects.filter(id=task_id).values_list("task_type", "queue").first()
+    if labels is not None:
+        metrics.finished(labels[0], labels[1], state, error_code)

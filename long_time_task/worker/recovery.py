@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from .. import metrics
 from ..conf import conf
 from ..dispatch import publish
 from ..models import LongTimeTask, TaskState
@@ -23,16 +24,35 @@ REAPER_TASK = "long_time_task.reap_expired_leases"
 SWEEPER_TASK = "long_time_task.dispatch_due_tasks"
 
 
-def recover_attempt(task_id: int, attempt: int, reason: str) -> str:
+def recover_attempt(task_id: int, attempt: int, reason: str, cause: str = metrics.LEASE_EXPIRED) -> str:
     """The worker running attempt ``attempt`` is gone: retry the task, or fail it for good.
 
     Returns "requeued", "failed", "timeout", "cancelled" (its cancel was requested) or "skipped" (the row
-    had already moved on).
+    had already moved on). ``cause`` (``metrics.WORKER_LOST`` or ``LEASE_EXPIRED``) labels the recovery in
+    the metrics; every outcome but "skipped" counts as one, and a terminal one also as a finished task.
     """
-    tasks = LongTimeTask.objects
-    row = tasks.filter(id=task_id, state=TaskState.RUNNING, attempts=attempt).first()
+    row = LongTimeTask.objects.filter(id=task_id, state=TaskState.RUNNING, attempts=attempt).first()
     if row is None:
         return "skipped"
+    outcome = _recover(row, attempt, reason)
+    if outcome != "skipped":
+        metrics.recovered(row.task_type, row.queue, cause)
+        if outcome in TERMINAL_OUTCOMES:
+            state, code = TERMINAL_OUTCOMES[outcome]
+            metrics.finished(row.task_type, row.queue, state, code)
+    return outcome
+
+
+TERMINAL_OUTCOMES = {
+    "cancelled": (TaskState.CANCELLED, ErrorCode.CANCELLED),
+    "timeout": (TaskState.FAILED, ErrorCode.TIMEOUT),
+    "failed": (TaskState.FAILED, ErrorCode.WORKER_LOST),
+}
+
+
+def _recover(row: LongTimeTask, attempt: int, reason: str) -> str:
+    tasks = LongTimeTask.objects
+    task_id = row.id
     if row.cancel_requested_at is not None:
         # It was being cancelled: the cancel is the outcome, never a retry.
         message = f"The task was cancelled while it ran ({reason})."
@@ -70,7 +90,7 @@ def reap_expired_leases() -> dict[str, int]:
     )
     counts: dict[str, int] = {}
     for task_id, attempt in expired:
-        outcome = recover_attempt(task_id, attempt, "its lease expired")
+        outcome = recover_attempt(task_id, attempt, "its lease expired", cause=metrics.LEASE_EXPIRED)
         counts[outcome] = counts.get(outcome, 0) + 1
     if expired:
         logger.warning("Reaper: %s", counts)
@@ -82,14 +102,26 @@ def dispatch_due_tasks() -> int:
     now = timezone.now()
     due = LongTimeTask.objects.dispatch_due(now).order_by("redispatch_at")[: conf.MAINTENANCE_BATCH]
     published = 0
-    fields = ("id", "task_type", "celery_task_id", "queue", "priority", "state", "attempts", "redispatch_at")
+    fields = (
+        "id",
+        "task_type",
+        "celery_task_id",
+        "queue",
+        "priority",
+        "state",
+        "attempts",
+        "redispatch_at",
+        "run_after",
+    )
     for task in due.only(*fields, "dispatch_count"):
         if task.redispatch_at is None:  # narrowed by the query; for the type checker
             continue
         if LongTimeTaskRegister.get_task(task.task_type) is None:
             # No worker can run it (the type was renamed or removed): fail it rather than wait forever.
             message = f"Task type {task.task_type!r} is not registered"
-            LongTimeTask.objects.fail(task.id, attempt=None, message=message, code=ErrorCode.UNKNOWN_TASK_TYPE)
+            code = ErrorCode.UNKNOWN_TASK_TYPE
+            if LongTimeTask.objects.fail(task.id, attempt=None, message=message, code=code):
+                metrics.finished(task.task_type, task.queue, TaskState.FAILED, code)
             continue
         backoff = conf.REDISPATCH_AFTER * 2 ** min(task.dispatch_count, 6)
         if not LongTimeTask.objects.postpone_dispatch(
@@ -100,8 +132,13 @@ def dispatch_due_tasks() -> int:
             until=now + timedelta(seconds=backoff),
         ):
             continue  # another sweeper took it, or the row moved on
+        # A delayed task held in the database (never published: its first publish is due at its start) is
+        # not a recovery; any other row here lost its message, or never had one.
+        held = task.dispatch_count == 0 and task.run_after is not None and task.redispatch_at == task.run_after
         if not publish(task, attempt=task.attempts + 1):
             break  # the broker is down: the rest waits for the next sweep
+        if not held:
+            metrics.recovered(task.task_type, task.queue, metrics.REPUBLISHED)
         published += 1
     if published:
         logger.warning("Sweeper: published %s waiting task(s) again", published)

@@ -12,6 +12,7 @@ from celery import Task, shared_task, signals
 from celery.exceptions import TimeLimitExceeded
 from django.db import close_old_connections, connection
 
+from .. import metrics
 from ..conf import conf
 from ..dispatch import EXECUTOR_TASK
 from . import recovery
@@ -102,6 +103,24 @@ def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
         _heartbeat.start()
 
 
+@signals.worker_ready.connect(dispatch_uid="long_time_task.worker.metrics.start")
+def _start_metrics_exporter(**kwargs: Any) -> None:
+    from ..metrics.exposition import start_worker_exporter
+
+    try:
+        start_worker_exporter()
+    except OSError:
+        # The port is taken (another worker on this host serves it): this worker runs without one.
+        logger.exception("Metrics: could not serve the worker's metrics on port %s", conf.WORKER_METRICS_PORT)
+
+
+@signals.worker_shutdown.connect(dispatch_uid="long_time_task.worker.metrics.stop")
+def _stop_metrics_exporter(**kwargs: Any) -> None:
+    from ..metrics.exposition import stop_worker_exporter
+
+    stop_worker_exporter()
+
+
 @signals.worker_shutdown.connect(dispatch_uid="long_time_task.worker.heartbeat.stop")
 def _stop_heartbeat(**kwargs: Any) -> None:
     if _heartbeat is not None:
@@ -118,5 +137,5 @@ def _on_worker_lost(
         return
     close_old_connections()
     attempt = int(args[1]) if len(args) > 1 else 1
-    outcome = recovery.recover_attempt(int(args[0]), attempt, "the worker process died")
+    outcome = recovery.recover_attempt(int(args[0]), attempt, "the worker process died", cause=metrics.WORKER_LOST)
     logger.warning("Task %s lost its worker process (attempt %s): %s", args[0], attempt, outcome)
