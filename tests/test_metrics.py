@@ -161,7 +161,7 @@ def test_recoveries_are_counted_by_cause(settings):
     lost = LongTimeTask.objects.create(
         task_type="test_echo", queue="default", state=TaskState.RUNNING, attempts=1, claimed_at=now
     )
-    expired = LongTimeTask.objects.create(
+    LongTimeTask.objects.create(  # lease expired on its last attempt
         task_type="test_fail",
         queue="default",
         state=TaskState.RUNNING,
@@ -172,10 +172,9 @@ def test_recoveries_are_counted_by_cause(settings):
     unpublished = LongTimeTask.objects.create(
         task_type="test_heavy", queue="heavy", redispatch_at=now - timedelta(seconds=1)
     )
-    held = LongTimeTask.objects.create(  # a delayed start held in the database: its first publish is no recovery
-        task_type="test_heavy", queue="heavy", run_after=now - timedelta(seconds=1), redispatch_at=now - timedelta(seconds=1)
-    )
-    LongTimeTask.objects.filter(id=held.id).update(redispatch_at=LongTimeTask.objects.get(id=held.id).run_after)
+    due = now - timedelta(seconds=1)
+    # A delayed start held in the database (redispatch_at is its start): its first publish is no recovery.
+    held = LongTimeTask.objects.create(task_type="test_heavy", queue="heavy", run_after=due, redispatch_at=due)
     assert recovery.recover_attempt(lost.id, 1, "the worker process died", cause=metrics.WORKER_LOST) == "requeued"
     assert recovery.reap_expired_leases() == {"failed": 1}
     assert recovery.dispatch_due_tasks() == 2
@@ -282,7 +281,8 @@ def test_a_source_that_fails_is_reported_down_and_the_others_still_answer():
     def broken() -> list[Any]:
         raise TimeoutError("no answer")
 
-    collected = list(GaugeCollector([Source("broker", broken), Source("database", collector.database_gauges)]).collect())
+    sources = [Source("broker", broken), Source("database", collector.database_gauges)]
+    collected = list(GaugeCollector(sources).collect())
     up = {tuple(s.labels.items()): s.value for f in collected for s in f.samples if f.name.endswith("source_up")}
     assert up == {(("source", "broker"),): 0, (("source", "database"),): 1}
     assert any(f.name == "long_time_task_tasks" for f in collected)

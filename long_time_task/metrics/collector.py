@@ -5,8 +5,8 @@ describes the whole system (every worker, every queue): scrape it from one job, 
 web hosts that answer it (``max without (instance)``). The worker's exporter does not serve them.
 
 - ``long_time_task_tasks{state}``: tasks per state, exact up to ``STATE_COUNT_CAP`` rows per state, then
-  PostgreSQL's planner estimate (``long_time_task_tasks_estimated{state}`` says which): a handful of index
-  reads, never a ``COUNT(*)`` over millions of finished rows.
+  PostgreSQL's planner statistics (``long_time_task_tasks_estimated{state}`` says which): capped index reads,
+  never a ``COUNT(*)`` over millions of finished rows.
 - ``long_time_task_oldest_waiting_seconds{queue_name}``: the age of each queue's oldest waiting task, from
   when it was due (created, delayed start, retry time), read from the ``WAITING_SAMPLE`` oldest-created rows
   of each waiting state through the ``(state, create_at)`` index. A queue none of whose waiting tasks is
@@ -31,17 +31,19 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from ..conf import conf
 from ..models import LongTimeTask, TaskState
-from ..pagination import capped_count
+from ..models.statements import hot_cursor
 from ..registry import LongTimeTaskRegister
 from . import PREFIX
 
@@ -90,37 +92,88 @@ def bounded(db: str, seconds: float) -> Iterator[None]:
 
 
 def state_counts() -> dict[str, tuple[int, bool]]:
-    """(count, is an estimate) per state."""
-    tasks = LongTimeTask.objects.all()
-    return {str(state): capped_count(tasks.filter(state=state), STATE_COUNT_CAP) for state in TaskState}
+    """(count, is an estimate) per state, in at most two statements.
 
-
-def due_time(create_at: datetime, run_after: datetime | None, retry_at: datetime | None) -> datetime:
-    return max(moment for moment in (create_at, run_after, retry_at) if moment is not None)
+    First every state counted up to ``STATE_COUNT_CAP + 1`` rows, in one statement (a capped index-only read of
+    the ``(state, create_at, id)`` index per state). A state past the cap gets PostgreSQL's own estimate, the one
+    its planner uses: the table's row count (``pg_class.reltuples``) times the state's frequency in the column's
+    statistics (``pg_stats``), as of the last ``ANALYZE``; elsewhere, the cap plus one, marked as an estimate.
+    """
+    db = LongTimeTask.objects.db
+    connection = connections[db]
+    quote = connection.ops.quote_name
+    state_column = str(LongTimeTask._meta.get_field("state").column)
+    table, column = quote(LongTimeTask._meta.db_table), quote(state_column)
+    states = [str(state) for state in TaskState]
+    branch = f"SELECT %s, COUNT(*) FROM (SELECT 1 FROM {table} WHERE {column} = %s LIMIT %s) c"  # noqa: S608 - names
+    # Prepared once per connection on PostgreSQL (planning six branches costs more than running them).
+    with hot_cursor(db) as cursor:
+        cursor.execute(
+            " UNION ALL ".join([branch] * len(states)),
+            [value for state in states for value in (state, state, STATE_COUNT_CAP + 1)],
+        )
+        exact = {state: int(count) for state, count in cursor.fetchall()}
+        counts = {state: (exact.get(state, 0), False) for state in states}
+        over = [state for state in states if counts[state][0] > STATE_COUNT_CAP]
+        if over and connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT c.reltuples, s.most_common_vals::text::text[], s.most_common_freqs FROM pg_class c "
+                "LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = %s AND s.attname = %s "
+                "WHERE c.oid = to_regclass(%s)",
+                [LongTimeTask._meta.db_table, state_column, table],
+            )
+            row = cursor.fetchone()
+            rows, values, freqs = (row or (0, None, None))[:3]
+            frequency = dict(zip(values or [], freqs or [], strict=False))
+            for state in over:
+                estimate = int(float(rows or 0) * float(frequency.get(state, 0.0)))
+                counts[state] = (max(estimate, STATE_COUNT_CAP + 1), True)
+        else:
+            for state in over:
+                counts[state] = (STATE_COUNT_CAP + 1, True)
+    return counts
 
 
 def oldest_waiting(now: datetime) -> dict[str, float]:
     """Seconds each queue's oldest due waiting task has waited; a queue with none is 0; a queue that the
-    sample cannot tell about is absent."""
+    sample cannot tell about is absent.
+
+    Per waiting state, one statement: the ``WAITING_SAMPLE`` oldest-created rows of that state, read in the
+    order of the ``(state, create_at, id)`` index, grouped by queue in the database (earliest due time among
+    those already due, and how many rows the sample held).
+    """
     ages: dict[str, float] = dict.fromkeys(task_queues(), 0.0)
     complete = True
+    db = LongTimeTask.objects.db
     for state in WAITING:
-        rows = list(
-            LongTimeTask.objects.filter(state=state)
-            .order_by("create_at", "id")
-            .values_list("queue", "create_at", "run_after", "retry_at")[:WAITING_SAMPLE]
+        # ``state BETWEEN s AND s``, not ``state = s``: with an equality PostgreSQL drops state from the order and
+        # may walk the create_at index from the oldest task, filtering (millions of finished rows when the
+        # waiting ones are recent); with a range, only the (state, create_at, id) index gives this order.
+        sample = (
+            LongTimeTask.objects.filter(state__range=(state, state))
+            .order_by("state", "create_at", "id")
+            .annotate(due=Greatest("create_at", Coalesce("run_after", "create_at"), Coalesce("retry_at", "create_at")))
+            .values_list("queue", "due")[:WAITING_SAMPLE]
         )
-        complete = complete and len(rows) < WAITING_SAMPLE
-        for queue, create_at, run_after, retry_at in rows:
-            due = due_time(create_at, run_after, retry_at)
-            if due <= now:
-                ages[queue] = max(ages.get(queue, 0.0), (now - due).total_seconds())
-            else:
+        inner, params = sample.query.sql_with_params()
+        with hot_cursor(db) as cursor:
+            cursor.execute(
+                "SELECT s.queue, MIN(CASE WHEN s.due <= %s THEN s.due END), COUNT(*) "  # noqa: S608 - the ORM's SQL
+                f"FROM ({inner}) s (queue, due) GROUP BY s.queue",
+                [now, *params],
+            )
+            rows = cursor.fetchall()
+        complete = complete and sum(count for _queue, _due, count in rows) < WAITING_SAMPLE
+        for queue, due, _count in rows:
+            if due is None:
                 ages.setdefault(queue, 0.0)
+                continue
+            if isinstance(due, str):  # SQLite returns the text it stores (UTC)
+                due = (parse_datetime(due) or now).replace(tzinfo=UTC)
+            ages[queue] = max(ages.get(queue, 0.0), (now - due).total_seconds())
     if not complete:
         # Past the sample, a queue's waiting tasks were not seen: 0 would claim none waits.
-        seen = {row_queue for row_queue, age in ages.items() if age > 0}
-        ages = {queue: age for queue, age in ages.items() if queue in seen}
+        ages = {queue: age for queue, age in ages.items() if age > 0}
     return ages
 
 

@@ -264,6 +264,10 @@ class PreparingCursor:
         with self.connection.wrap_database_errors:
             return self.cursor.fetchone()
 
+    def fetchall(self) -> list[Any]:
+        with self.connection.wrap_database_errors:
+            return list(self.cursor.fetchall())
+
     @property
     def rowcount(self) -> int:
         return int(self.cursor.rowcount)
