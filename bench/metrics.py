@@ -78,13 +78,8 @@ def measure(size: int) -> dict[str, Any]:
     result["database_gauges_ms"], result["database_gauges_sql_ms"] = median_ms(collector.database_gauges)
     queues = collector.broker_queues()
     result["broker_uncached_ms"], _ = median_ms(lambda: collector.read_queue_lengths(queues, 1.0), repeat=11)
-    sample = (
-        LongTimeTask.objects.filter(state=TaskState.PENDING)
-        .order_by("create_at", "id")
-        .values_list("queue", "create_at", "run_after", "retry_at")[: collector.WAITING_SAMPLE]
-    )
     result["plans"] = {
-        "oldest_waiting_sample": plan(sample),
+        "oldest_waiting_sample": plan(collector.waiting_sample(TaskState.PENDING)),
         "capped_count_running": plan(
             LongTimeTask.objects.filter(state=TaskState.RUNNING).order_by()[: collector.STATE_COUNT_CAP + 1]
         ),

@@ -256,12 +256,18 @@ def submit(
         if reservation is not None:
             reservation.release()  # nothing was submitted
         raise
-    if not held:
-        transaction.on_commit(functools.partial(publish, task, attempt=1, countdown=delay or None))
-    # Counted once the row is committed (at once outside a transaction): a caller's rollback counts nothing.
-    transaction.on_commit(functools.partial(metrics.submitted, config.name, config.queue))
+    # Once the row is committed (at once outside a transaction): published, and counted in the metrics (a
+    # caller's rollback publishes and counts nothing).
+    transaction.on_commit(functools.partial(committed, task, config, None if held else delay))
     logger.info("Task %s submitted: %s%s", task.id, task_type, f" (starts at {start.isoformat()})" if start else "")
     return Submission(task, created=True)
+
+
+def committed(task: LongTimeTask, config: TaskConfig, delay: float | None) -> None:
+    """After a submit's commit: count it, and publish it unless it waits in the database (``delay`` None)."""
+    metrics.submitted(config.name, config.queue)
+    if delay is not None:
+        publish(task, attempt=1, countdown=delay or None)
 
 
 def submit_task(

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models import QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -134,6 +135,22 @@ def state_counts() -> dict[str, tuple[int, bool]]:
     return counts
 
 
+def waiting_sample(state: str) -> QuerySet[LongTimeTask, tuple[str, datetime]]:
+    """(queue, due time) of the ``WAITING_SAMPLE`` oldest-created tasks in ``state``.
+
+    ``state BETWEEN s AND s``, not ``state = s``: with an equality PostgreSQL drops state from the order and may
+    walk the create_at index from the oldest task, filtering (millions of finished rows when the waiting ones
+    are recent); with a range, only the (state, create_at, id) index gives this order.
+    """
+    due = Greatest("create_at", Coalesce("run_after", "create_at"), Coalesce("retry_at", "create_at"))
+    return (
+        LongTimeTask.objects.filter(state__range=(state, state))
+        .order_by("state", "create_at", "id")
+        .annotate(due=due)
+        .values_list("queue", "due")[:WAITING_SAMPLE]
+    )
+
+
 def oldest_waiting(now: datetime) -> dict[str, float]:
     """Seconds each queue's oldest due waiting task has waited; a queue with none is 0; a queue that the
     sample cannot tell about is absent.
@@ -146,16 +163,7 @@ def oldest_waiting(now: datetime) -> dict[str, float]:
     complete = True
     db = LongTimeTask.objects.db
     for state in WAITING:
-        # ``state BETWEEN s AND s``, not ``state = s``: with an equality PostgreSQL drops state from the order and
-        # may walk the create_at index from the oldest task, filtering (millions of finished rows when the
-        # waiting ones are recent); with a range, only the (state, create_at, id) index gives this order.
-        sample = (
-            LongTimeTask.objects.filter(state__range=(state, state))
-            .order_by("state", "create_at", "id")
-            .annotate(due=Greatest("create_at", Coalesce("run_after", "create_at"), Coalesce("retry_at", "create_at")))
-            .values_list("queue", "due")[:WAITING_SAMPLE]
-        )
-        inner, params = sample.query.sql_with_params()
+        inner, params = waiting_sample(state).query.sql_with_params()
         with hot_cursor(db) as cursor:
             cursor.execute(
                 "SELECT s.queue, MIN(CASE WHEN s.due <= %s THEN s.due END), COUNT(*) "  # noqa: S608 - the ORM's SQL

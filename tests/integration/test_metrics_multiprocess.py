@@ -85,3 +85,40 @@ def test_counters_from_every_process_equal_what_the_rows_say(
         assert samples["long_time_task_oldest_waiting_seconds"][(("queue_name", "default"),)] == 0
         assert samples["long_time_task_metrics_source_up"] == {(("source", "broker"),): 1, (("source", "database"),): 1}
         assert samples["long_time_task_broker_queue_length"][(("queue_name", "default"),)] == 0
+
+
+def test_a_worker_host_serves_its_counters_on_its_own_port_without_the_gauges(
+    worker_database: str, start_worker: Any, tmp_path: Path
+) -> None:
+    import urllib.request
+
+    from tests.integration.metrics_cluster import parse
+    from tests.workers import free_port
+
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    port = free_port()
+    start_worker(
+        queues="default",
+        concurrency=2,
+        name="exporter",
+        PROMETHEUS_MULTIPROC_DIR=str(directory),
+        LONG_TIME_TASK_WORKER_METRICS_PORT=str(port),
+    )
+    tasks = [LongTimeTask.objects.create(task_type="test_echo", queue="default") for _ in range(3)]
+    from long_time_task.dispatch import publish
+
+    for task in tasks:
+        assert publish(task, attempt=1)
+
+    def scraped() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+            samples = parse(response.read().decode())
+        finished = total(samples.get("long_time_task_tasks_finished_total", {}), ("name", "state"))
+        return samples if finished == {("test_echo", "FINISHED"): 3} else {}
+
+    samples = wait_for(scraped, timeout=60, interval=0.3, what="the worker's port to count 3 finished tasks")
+    assert total(samples["long_time_task_tasks_started_total"], ("name",)) == {("test_echo",): 3}
+    # Counters only: the database and broker gauges are the web side's, served once.
+    assert not {"long_time_task_tasks", "long_time_task_oldest_waiting_seconds"} & set(samples)
+    assert LongTimeTask.objects.filter(state=TaskState.FINISHED).count() == 3
