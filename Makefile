@@ -45,11 +45,15 @@ test: venv test-deps
 	$(BIN)/python -m pytest
 
 # What the tests need besides the virtualenv: Debian's chromium for the dashboard's browser tests (Playwright's
-# own browser download is not used), installed here when missing, as root or with sudo.
+# own browser download is not used), and Debian's prometheus (with promtool) for the metrics tests, each
+# installed here when missing, as root or with sudo.
 test-deps:
 	@command -v "$${LTT_CHROMIUM:-chromium}" >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		|| { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; }
+	@{ command -v "$${LTT_PROMETHEUS:-prometheus}" && command -v "$${LTT_PROMTOOL:-promtool}"; } >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus \
+		|| { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }; }
 
 test-browser: venv test-deps
 	$(BIN)/python -m pytest tests/browser

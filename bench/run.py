@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,14 +35,19 @@ import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEMS = ["raw", "tracked", "dcr"]
+SYSTEMS = ["raw", "tracked", "dcr", "tracked-no-metrics"]
+DEFAULT_SYSTEMS = ["raw", "tracked", "dcr"]
 LABELS = {
     "raw": "raw Celery, results ignored (baseline)",
-    "tracked": "django-celery-task-manage (tracked rows)",
+    "tracked": "django-celery-task-manage (tracked rows; Prometheus metrics on, multiprocess mode)",
     "dcr": "Celery + django-celery-results (django-db, track_started)",
+    "tracked-no-metrics": "django-celery-task-manage with LONG_TIME_TASK_METRICS = False",
 }
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-DB_NAME = "ltt_bench"
+# The benchmark's database (BENCH_DATABASE_URL, as bench/settings.py reads it) and Redis databases.
+DB_NAME = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ltt_bench").rsplit("/", 1)[1]
+# prometheus-client's multiprocess directory of the tracked runs (emptied before each run), as in production.
+MULTIPROC_DIR = ROOT / "var" / "bench" / "prometheus"
 BROKER = redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
 MARKS = redis.Redis.from_url(os.environ.get("BENCH_MARK_URL", "redis://127.0.0.1:6379/13"))
 
@@ -69,6 +75,11 @@ def env(system: str, concurrency: int) -> dict[str, str]:
         BENCH_CONCURRENCY=str(concurrency),
         PYTHONWARNINGS="ignore",
     )
+    e.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if system == "tracked":
+        e["PROMETHEUS_MULTIPROC_DIR"] = str(MULTIPROC_DIR)
+    if system == "tracked-no-metrics":
+        e["LONG_TIME_TASK_METRICS"] = "false"
     return e
 
 
@@ -94,6 +105,8 @@ def reset() -> None:
         conn.execute("TRUNCATE long_time_task, long_time_task_audit, django_celery_results_taskresult")
     BROKER.flushdb()
     MARKS.flushdb()
+    shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)
+    MULTIPROC_DIR.mkdir(parents=True)
 
 
 def db_transactions() -> int:
@@ -337,7 +350,9 @@ def main() -> None:
     parser.add_argument(
         "--out", help="default: bench/results.json, or results-DELIVERY-LAYOUT.json without the defaults (seed, shared)"
     )
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=SYSTEMS, help="a subset, to iterate")
+    parser.add_argument(
+        "--systems", nargs="+", choices=SYSTEMS, default=DEFAULT_SYSTEMS, help="a subset, or tracked-no-metrics too"
+    )
     parser.add_argument("--modes", nargs="+", choices=["split", "e2e"], default=["split", "e2e"])
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     args = parser.parse_args()
@@ -361,7 +376,7 @@ def main() -> None:
                     sys.stderr.write(json.dumps(result) + "\n")
         mem = [] if args.no_memory else [memory(s, args.memory_n, args.concurrency, logs) for s in ("raw", "tracked")]
     report = {
-        "command": "make bench",
+        "command": "make bench" if args.systems == DEFAULT_SYSTEMS else "python -m bench.run " + " ".join(sys.argv[1:]),
         "args": vars(args),
         "machine": {
             "cpus": psutil.cpu_count(),

@@ -144,6 +144,9 @@ MIDDLEWARE = [
     # First: answers GET/HEAD /healthz and /readyz whatever the Host header and over plain HTTP (probes use the
     # pod's IP), before ALLOWED_HOSTS or the HTTPS redirect can refuse them; passes everything else on untouched.
     "long_time_task.observability.health.HealthCheckMiddleware",
+    # Then GET /metrics for Prometheus (staff API tokens and LONG_TIME_TASK_METRICS_TOKEN), for the same reasons:
+    # Prometheus scrapes the pod's IP.
+    "long_time_task.api.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     *_SECURITY_HEADERS_MIDDLEWARE,
     # Static files (the dashboard's CSS and script) served by the app itself in production.
@@ -333,6 +336,12 @@ LONG_TIME_TASK_EVENTS_WSGI_MAX_STREAMS = env_int("LONG_TIME_TASK_EVENTS_WSGI_MAX
 LONG_TIME_TASK_READY_TIMEOUT = float(env_str("LONG_TIME_TASK_READY_TIMEOUT", "2"))
 LONG_TIME_TASK_WORKER_LIVENESS_FILE = env_str("LONG_TIME_TASK_WORKER_LIVENESS_FILE", "") or None
 LONG_TIME_TASK_BEAT_LIVENESS_FILE = env_str("LONG_TIME_TASK_BEAT_LIVENESS_FILE", "") or None
+# Prometheus metrics (docs/operations.md, "Metrics"): counted unless off; /metrics answers staff API tokens and
+# this scraper token; a worker host without a web process can serve its counters on a port of its own. Counters
+# are exact across processes only with PROMETHEUS_MULTIPROC_DIR set in every process's environment.
+LONG_TIME_TASK_METRICS = env_bool("LONG_TIME_TASK_METRICS", True)
+LONG_TIME_TASK_METRICS_TOKEN = env_str("LONG_TIME_TASK_METRICS_TOKEN", "") or None
+LONG_TIME_TASK_WORKER_METRICS_PORT = env_int("LONG_TIME_TASK_WORKER_METRICS_PORT", 0) or None
 
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:

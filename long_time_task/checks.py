@@ -236,3 +236,24 @@ def check_tracing_mode(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             id="long_time_task.E003",
         )
     ]
+
+
+@register()
+def check_metrics_directory(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """With PROMETHEUS_MULTIPROC_DIR naming no directory, prometheus-client cannot write its files: metrics are off."""
+    import os
+
+    from . import metrics
+    from .conf import conf
+
+    path = metrics.multiprocess_dir()
+    if not conf.METRICS or path is None or os.path.isdir(path):
+        return []
+    return [
+        Warning(
+            f"PROMETHEUS_MULTIPROC_DIR is {path!r}, which is not a directory: no process can record metrics.",
+            hint="Create the directory before the web and worker processes start (empty it when they all restart), "
+            "or unset the variable for single-process metrics.",
+            id="long_time_task.W007",
+        )
+    ]

@@ -230,6 +230,35 @@ class Conf:
         "a file Celery beat touches when it starts and whenever it sends a scheduled task, for its liveness probe "
         "(`python -m long_time_task.observability.probe beat`); `None`: none",
     )
+    METRICS = Setting(
+        True,
+        bool,
+        "count submits, starts, outcomes, retries and recoveries in Prometheus metrics (`prometheus-client`), "
+        "served at `/metrics` ([docs/operations.md](docs/operations.md#metrics)); `False`: nothing is counted",
+    )
+    METRICS_TOKEN = Setting(
+        None,
+        _str_or_none,
+        "a bearer token that may read `/metrics` besides staff API tokens (the scraper's: "
+        "`Authorization: Bearer <token>`); `None`: staff API tokens only",
+    )
+    METRICS_QUERY_TIMEOUT = Setting(
+        1.0,
+        float,
+        "seconds a `/metrics` scrape waits for each database query and for the broker's queue lengths before it "
+        "leaves those gauges out",
+    )
+    WORKER_METRICS_PORT = Setting(
+        None,
+        _int_or_none,
+        "a port on which each worker's main process serves its host's counters for Prometheus (no database or "
+        "broker gauges, no authentication); `None`: none",
+    )
+    WORKER_METRICS_ADDRESS = Setting(
+        "0.0.0.0",  # noqa: S104 - opt-in (WORKER_METRICS_PORT), and the scraper is usually on another host
+        str,
+        "the address the worker's metrics port listens on",
+    )
 
     LOG_FORMAT = Setting(
         None,

@@ -15,6 +15,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from . import metrics
 from .conf import conf
 from .dispatch import publish
 from .models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
@@ -258,10 +259,18 @@ def submit(
         if reservation is not None:
             reservation.release()  # nothing was submitted
         raise
-    if not held:
-        transaction.on_commit(functools.partial(publish, task, attempt=1, countdown=delay or None))
+    # Once the row is committed (at once outside a transaction): published, and counted in the metrics (a
+    # caller's rollback publishes and counts nothing).
+    transaction.on_commit(functools.partial(committed, task, config, None if held else delay))
     logger.info("Task %s submitted: %s%s", task.id, task_type, f" (starts at {start.isoformat()})" if start else "")
     return Submission(task, created=True)
+
+
+def committed(task: LongTimeTask, config: TaskConfig, delay: float | None) -> None:
+    """After a submit's commit: count it, and publish it unless it waits in the database (``delay`` None)."""
+    metrics.submitted(config.name, config.queue)
+    if delay is not None:
+        publish(task, attempt=1, countdown=delay or None)
 
 
 def submit_task(
@@ -334,6 +343,8 @@ def cancel_task(task_id: int, *, user: Any = None, note: str = "") -> CancelOutc
             if task.is_waiting:
                 if tasks.cancel_waiting(task.id, message=message):
                     record(task.id, AuditAction.CANCELLED, actor=user, note=note)
+                    counted = (task.task_type, task.queue, TaskState.CANCELLED, "cancelled")
+                    transaction.on_commit(functools.partial(metrics.finished, *counted))
                     logger.info("Task %s cancelled by %s before it started%s", task.id, who, f" ({note})" * bool(note))
                     return CancelOutcome(tasks.get(id=task.id), cancelled=True)
             elif tasks.request_cancel(task.id):

@@ -2,9 +2,10 @@
 
 Layers import downward only: the foundation (settings, the registry of task types, the handler's exception),
 then the model layer (``models/``), then the core every door shares (``services``, ``dispatch``, the handler's
-``context``, ``retention``, ``pagination``, ``ratelimit``), then the sides: the worker (``worker/``), the JSON
-API (``api/``), the operator's doors (admin, dashboard, command line) and what an operator watches
-(``observability/``: health endpoints, liveness files and probes). ``apps`` and ``checks`` wire them
+``context``, ``retention``, ``pagination``, ``ratelimit``, and the counters of ``metrics``), then the sides: the
+worker (``worker/``), the JSON API (``api/``), the operator's doors (admin, dashboard, command line) and what an
+operator watches (``observability/``: health endpoints, liveness files and probes; ``metrics.*``: the gauges
+read at scrape time and the exposition). ``apps`` and ``checks`` wire them
 together. The worker and the API never import each other; nothing but the dashboard imports the dashboard;
 no module is part of an import cycle. Imports inside functions count (they are dependencies all the same);
 imports under ``if TYPE_CHECKING:`` do not (they are annotations, never run).
@@ -22,11 +23,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "long_time_task"
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"conf", "exceptions", "registry"}),
     ("model", {"models", "models.*"}),
-    ("core", {"services", "dispatch", "context", "retention", "pagination", "ratelimit", "tracing"}),
+    ("core", {"services", "dispatch", "context", "retention", "pagination", "ratelimit", "tracing", "metrics"}),
     (
         "sides",
         {"worker", "worker.*", "api", "api.*", "admin", "cli", "management", "management.*", "dashboard", "dashboard.*"}
-        | {"observability", "observability.*", "tasks_definitions", "timezones", "security"},
+        | {"observability", "observability.*", "tasks_definitions", "timezones", "security", "metrics.*"},
     ),
     ("wiring", {"", "apps", "checks"}),
 ]

@@ -39,6 +39,8 @@ def stub_bin(tmp_path: Path) -> dict[str, str]:
         STUB_LOG=str(tmp_path / "apt-get.log"),
         STUB_STATE=str(tmp_path),
         LTT_CHROMIUM=str(tmp_path / "no-chromium-here"),
+        LTT_PROMETHEUS="/bin/sh",  # there (the prometheus tests have their own)
+        LTT_PROMTOOL="/bin/sh",
     )
     return env
 
@@ -60,6 +62,18 @@ def test_make_test_installs_nothing_when_chromium_is_there(tmp_path):
     result = subprocess.run(["make", "-s", "test-deps"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "apt-get.log").exists()
+
+
+def test_make_test_installs_prometheus_and_promtool_when_one_is_missing(tmp_path):
+    env = {**stub_bin(tmp_path), "LTT_CHROMIUM": "/bin/sh", "LTT_PROMTOOL": str(tmp_path / "no-promtool-here")}
+    result = subprocess.run(["make", "-s", "test-deps"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "apt-get.log").read_text().splitlines()
+    assert calls == [
+        "noninteractive install -y -qq prometheus",
+        " update -qq",
+        "noninteractive install -y -qq prometheus",
+    ]
 
 
 def test_make_test_runs_its_installs_before_the_suite(tmp_path):

@@ -108,13 +108,15 @@ def runserver(port: int) -> list[str]:
     return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
 
 
-def gunicorn(threads: int) -> Callable[[int], list[str]]:
-    """``gunicorn demo.wsgi`` with the gthread worker (one process, ``threads`` threads), as in production."""
+def gunicorn(threads: int, workers: int = 1) -> Callable[[int], list[str]]:
+    """``gunicorn demo.wsgi`` with the gthread worker (``workers`` processes, ``threads`` threads each), as in
+    production."""
 
     def command(port: int) -> list[str]:
         return [
             sys.executable, "-m", "gunicorn", "demo.wsgi", "--bind", f"127.0.0.1:{port}",
-            "--worker-class", "gthread", "--workers", "1", "--threads", str(threads), "--graceful-timeout", "5",
+            "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
+            "--graceful-timeout", "5",
         ]  # fmt: skip
 
     return command

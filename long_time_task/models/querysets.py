@@ -7,6 +7,7 @@ overwrite a newer state, and a terminal state never changes again.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from .statements import (
     PreparedUpdate,
     convert_returned,
     hot_cursor,
+    queue_wait_sql,
     task_model,
     update_returning,
 )
@@ -46,6 +48,7 @@ class ClaimedTask:
     queue: str
     priority: int
     owner_id: int | None  # for the handler's context: who submitted it (None: trusted server code)
+    waited: float | None = None  # seconds from when the attempt was due to the claim (a timed claim only)
 
 
 def sees_all(user: Any) -> bool:
@@ -180,20 +183,31 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
     # ``attempt`` is the 1-based number of the attempt a broker message is for. ``attempts`` on the row
     # counts the attempts claimed so far, so the claim of attempt N requires ``attempts == N - 1``.
 
-    def claim(self, task_id: int, *, attempt: int, worker: str, lease: float) -> ClaimedTask | None:
+    def claim(
+        self, task_id: int, *, attempt: int, worker: str, lease: float, timed: bool = False
+    ) -> ClaimedTask | None:
         """PENDING/RETRYING -> RUNNING for attempt ``attempt``, holding a lease of ``lease`` seconds.
 
         Returns what the worker needs to run it, or None if it lost (a duplicate or stale message). One round
-        trip on PostgreSQL and SQLite (``UPDATE ... RETURNING``), two elsewhere.
+        trip on PostgreSQL and SQLite (``UPDATE ... RETURNING``), two elsewhere. ``timed``: also how long the
+        attempt waited since it was due (``ClaimedTask.waited``; PostgreSQL and SQLite only).
         """
         db = self.write_db
         if update_returning(connections[db]):
-            row = CLAIM.run(db, {"lease": lease}, task_id=task_id, attempt=attempt, previous=attempt - 1, worker=worker)
-            returned = convert_returned(row, ClaimedTask.FIELDS, db) if row else None
-        else:
-            rows, values = _claim_statement(db, task_id, attempt, attempt - 1, worker, lease)
-            updated = rows.update(**values)
-            returned = self.filter(id=task_id).values_list(*ClaimedTask.FIELDS).first() if updated else None
+            statement = CLAIM_TIMED if timed else CLAIM
+            row = statement.run(
+                db, {"lease": lease}, task_id=task_id, attempt=attempt, previous=attempt - 1, worker=worker
+            )
+            if row is None:
+                return None
+            count = len(ClaimedTask.FIELDS)
+            claimed = ClaimedTask(task_id, *convert_returned(row[:count], ClaimedTask.FIELDS, db))
+            if timed and row[count] is not None:
+                claimed = dataclasses.replace(claimed, waited=float(row[count]))
+            return claimed
+        rows, values = _claim_statement(db, task_id, attempt, attempt - 1, worker, lease)
+        updated = rows.update(**values)
+        returned = self.filter(id=task_id).values_list(*ClaimedTask.FIELDS).first() if updated else None
         return ClaimedTask(task_id, *returned) if returned else None
 
     def finish(self, task_id: int, *, attempt: int, result: Any) -> bool:
@@ -428,6 +442,18 @@ CLAIM = PreparedUpdate(
         "worker": ("\x01a", "\x01b"),
     },  # fmt: skip
     returning=ClaimedTask.FIELDS,
+)
+# The same claim, also returning how long the attempt waited since it was due (for the queue-wait metric).
+CLAIM_TIMED = PreparedUpdate(
+    _claim_statement,
+    {
+        "task_id": (1_000_001, 1_000_002),
+        "attempt": (1_000_003, 1_000_004),
+        "previous": (1_000_005, 1_000_006),
+        "worker": ("\x01a", "\x01b"),
+    },  # fmt: skip
+    returning=ClaimedTask.FIELDS,
+    returning_sql=queue_wait_sql,
 )
 PROGRESS = PreparedUpdate(
     _progress_statement,

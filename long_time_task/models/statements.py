@@ -57,8 +57,17 @@ class PreparedUpdate:
     with two sample values for each variable, to find where that variable's parameters sit.
     """
 
-    def __init__(self, build: Any, samples: dict[str, tuple[Any, Any]], returning: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        build: Any,
+        samples: dict[str, tuple[Any, Any]],
+        returning: Sequence[str] = (),
+        returning_sql: Any = None,
+    ) -> None:
+        """``returning``: fields whose new values the statement returns; ``returning_sql(connection)``: one
+        more returned expression, SQL written for that connection's database."""
         self.build, self.samples, self.returning = build, samples, tuple(returning)
+        self.returning_sql = returning_sql
         self._templates: dict[tuple[Any, ...], tuple[str, list[Any], dict[str, list[int]]]] = {}
 
     def template(self, db: str, constants: dict[str, Any]) -> tuple[str, list[Any], dict[str, list[int]]]:
@@ -82,6 +91,8 @@ class PreparedUpdate:
             if self.returning:
                 meta = LongTimeTaskModel().meta
                 columns = ", ".join(connections[db].ops.quote_name(meta.get_field(f).column) for f in self.returning)
+                if self.returning_sql is not None:
+                    columns = f"{columns}, {self.returning_sql(connections[db])}"
                 statement = f"{statement} RETURNING {columns}"
             template = self._templates[key] = (statement, params, positions)
         return template
@@ -253,9 +264,37 @@ class PreparingCursor:
         with self.connection.wrap_database_errors:
             return self.cursor.fetchone()
 
+    def fetchall(self) -> list[Any]:
+        with self.connection.wrap_database_errors:
+            return list(self.cursor.fetchall())
+
     @property
     def rowcount(self) -> int:
         return int(self.cursor.rowcount)
+
+
+def queue_wait_sql(connection: Any) -> str:
+    """The seconds from when a claimed attempt became due to its claim, as a claim's ``RETURNING`` expression.
+
+    Due is the latest of the row's creation, delayed start and retry time, as they were *before* the claim
+    (which clears ``retry_at``). On PostgreSQL a subquery in ``RETURNING`` reads the row as of the start of the
+    statement (every part of one statement sees the same snapshot), so it sees ``retry_at`` before the claim:
+    one more primary-key lookup of a page already in memory, no round trip. SQLite's ``RETURNING`` sees only
+    the new row: there the wait of a retry (attempt 2 and later) is left out (NULL).
+    """
+    meta = LongTimeTaskModel().meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    names = ("create_at", "run_after", "retry_at", "claimed_at", "attempts", "id")
+    create_at, run_after, retry_at, claimed_at, attempts, pk = (quote(meta.get_field(name).column) for name in names)
+    if connection.vendor == "postgresql":
+        due = (
+            f"(SELECT GREATEST(o.{create_at}, o.{run_after}, o.{retry_at}) FROM {table} o "  # noqa: S608 - names only
+            f"WHERE o.{pk} = {table}.{pk})"
+        )
+        return f"EXTRACT(EPOCH FROM ({claimed_at} - {due}))::float8"
+    due = f"MAX({create_at}, COALESCE({run_after}, {create_at}))"
+    return f"CASE WHEN {attempts} > 1 THEN NULL ELSE (julianday({claimed_at}) - julianday({due})) * 86400.0 END"
 
 
 def task_model() -> type[LongTimeTask]:

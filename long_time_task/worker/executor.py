@@ -13,11 +13,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DataError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
+from .. import metrics
 from ..conf import conf
 from ..context import TaskCancelled, TaskContext, activate, deactivate
 from ..dispatch import publish
 from ..exceptions import TaskError
-from ..models import LongTimeTask
+from ..models import LongTimeTask, TaskState
 from ..models.querysets import ClaimedTask
 from ..registry import LongTimeTaskRegister, TaskConfig
 from ..tracing import step
@@ -61,6 +62,9 @@ class Executor:
         self.fields: dict[str, Any] = {}
         self.started = time.monotonic()
         self.error_code = self.error_message = ""
+        # The claimed attempt's type and queue (the metrics' labels) and when it was claimed (monotonic).
+        self.labels = ("", "")
+        self.claimed_at = 0.0
 
     def log_fields(self, outcome: str | None = None) -> dict[str, Any]:
         """The fields of a log line; ``outcome`` on the line that records how the attempt ended."""
@@ -79,12 +83,13 @@ class Executor:
             "worker": self.worker,
             "queue": None,
         }
+        timed = conf.METRICS
         try:
-            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
+            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS, timed=timed)
         except (OperationalError, InterfaceError):
             # The connection broke (the database restarted since the last task): once more, on a new one.
             connection.close()
-            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS)
+            claimed = tasks.claim(task_id, attempt=attempt, worker=self.worker, lease=conf.LEASE_SECONDS, timed=timed)
             if claimed is None:
                 # If the first claim committed before its reply was lost, this attempt now holds the row
                 # without running: its lease runs out and the reaper retries it (it never runs twice).
@@ -104,8 +109,11 @@ class Executor:
                 extra=self.log_fields("skipped"),
             )
             return "skipped"
+        self.claimed_at = time.monotonic()
         task_type, params = claimed.task_type, claimed.task_params
         self.fields.update(task_type=task_type, queue=claimed.queue)
+        self.labels = (task_type, claimed.queue)
+        metrics.started(task_type, claimed.queue, claimed.waited)
         config = LongTimeTaskRegister.get_task(task_type)
         if config is None:
             message = f"Task type {task_type!r} is not registered in this worker"
@@ -165,6 +173,7 @@ class Executor:
                 extra["duration_ms"],
                 extra=extra,
             )
+            metrics.finished(*self.labels, TaskState.FINISHED, runtime=self.runtime())
             return "finished"
         logger.warning(
             "Task %s finished, but its row had already left RUNNING; result dropped",
@@ -181,6 +190,7 @@ class Executor:
             logger.warning(
                 "Task %s cancelled while running (attempt %s)", task_id, attempt, extra=self.log_fields("cancelled")
             )
+            metrics.finished(*self.labels, TaskState.CANCELLED, ErrorCode.CANCELLED, runtime=self.runtime())
             return "cancelled"
         logger.warning(
             "Task %s attempt %s stopped: its row had already moved on",
@@ -229,6 +239,7 @@ class Executor:
                     queue=claimed.queue,
                     priority=claimed.priority,
                 )
+                metrics.retried(*self.labels, runtime=self.runtime())
                 publish(task, attempt=attempt + 1, countdown=delay)
                 return "retrying"
             # Not retried: a cancel was requested meanwhile (or the row moved on).
@@ -273,18 +284,37 @@ class Executor:
                 message,
                 extra={**extra, "error_code": code},
             )
+            metrics.finished(*self.labels, TaskState.FAILED, code, runtime=self.runtime())
             return "failed"
         logger.warning(
             "Task %s failed, but its row had already left RUNNING", task_id, extra=self.log_fields("skipped")
         )
         return "skipped"
 
+    def runtime(self) -> float:
+        """Seconds since the claim."""
+        return time.monotonic() - self.claimed_at
+
     @staticmethod
     def fail_on_hard_time_limit(task_id: int, attempt: int, timeout: float) -> bool:
         """Called in the worker's main process after a hard time limit killed the child."""
-        return LongTimeTask.objects.fail(
+        failed = LongTimeTask.objects.fail(
             task_id,
             attempt=attempt,
             message=f"Time limit exceeded: the task was killed after its hard limit of {timeout:g}s",
             code=ErrorCode.TIMEOUT,
         )
+        if failed:
+            count_terminal(task_id, TaskState.FAILED, ErrorCode.TIMEOUT)
+        return bool(failed)
+
+
+def count_terminal(task_id: int, state: str, error_code: str) -> None:
+    """Count a terminal transition made outside the executor's run, where the row's type and queue are not at
+    hand: one more read, on these rare paths only (a hard time limit, an enforced cancel), and only with metrics
+    on."""
+    if not conf.METRICS:
+        return
+    labels = LongTimeTask.objects.filter(id=task_id).values_list("task_type", "queue").first()
+    if labels is not None:
+        metrics.finished(labels[0], labels[1], state, error_code)

@@ -67,8 +67,9 @@ def enforce_cancels(grace: float, worker: str) -> list[int]:
     attempt): a stale attempt still running here after its lease was handed to another worker is never
     taken for the current one, and the row must name this worker.
     """
-    from ..models import AuditAction, LongTimeTask
+    from ..models import AuditAction, LongTimeTask, TaskState
     from ..models.audit import record
+    from .executor import count_terminal
 
     running = {(request.id, request_attempt(request)): request for request in active_requests()}
     celery_ids = {celery_id for celery_id, _ in running}
@@ -90,6 +91,7 @@ def enforce_cancels(grace: float, worker: str) -> list[int]:
         except ProcessLookupError:
             pass
         record(task_id, AuditAction.CANCEL_ENFORCED, actor=None, note=f"pid {pid}")
+        count_terminal(task_id, TaskState.CANCELLED, "cancelled")
         logger.warning(
             "Task %s did not stop within %gs of its cancel request: killed its process %s", task_id, grace, pid
         )

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from .. import metrics
 from ..conf import conf
 from ..dispatch import publish
 from ..models import AttemptCause, LongTimeTask, TaskState
@@ -27,15 +28,35 @@ REASONS = {AttemptCause.WORKER_LOST: "the worker process died", AttemptCause.LEA
 
 def recover_attempt(task_id: int, attempt: int, cause: str) -> str:
     """The worker running attempt ``attempt`` is gone: retry the task, or fail it for good. ``cause``
-    (``AttemptCause``) says how that was found; the attempt is recorded in the history with it.
+    (``AttemptCause``, the same words as ``metrics.WORKER_LOST`` and ``LEASE_EXPIRED``) says how that was found:
+    the attempt is recorded in the history with it, and it labels the recovery in the metrics.
 
     Returns "requeued", "failed", "timeout", "cancelled" (its cancel was requested) or "skipped" (the row
-    had already moved on).
+    had already moved on). ``cause`` (``metrics.WORKER_LOST`` or ``LEASE_EXPIRED``) labels the recovery in
+    the metrics; every outcome but "skipped" counts as one, and a terminal one also as a finished task.
     """
-    tasks = LongTimeTask.objects
-    row = tasks.filter(id=task_id, state=TaskState.RUNNING, attempts=attempt).first()
+    row = LongTimeTask.objects.filter(id=task_id, state=TaskState.RUNNING, attempts=attempt).first()
     if row is None:
         return "skipped"
+    outcome = _recover(row, attempt, cause)
+    if outcome != "skipped":
+        metrics.recovered(row.task_type, row.queue, cause)
+        if outcome in TERMINAL_OUTCOMES:
+            state, code = TERMINAL_OUTCOMES[outcome]
+            metrics.finished(row.task_type, row.queue, state, code)
+    return outcome
+
+
+TERMINAL_OUTCOMES = {
+    "cancelled": (TaskState.CANCELLED, ErrorCode.CANCELLED),
+    "timeout": (TaskState.FAILED, ErrorCode.TIMEOUT),
+    "failed": (TaskState.FAILED, ErrorCode.WORKER_LOST),
+}
+
+
+def _recover(row: LongTimeTask, attempt: int, cause: str) -> str:
+    tasks = LongTimeTask.objects
+    task_id = row.id
     reason = REASONS[AttemptCause(cause)]
     if row.cancel_requested_at is not None:
         # It was being cancelled: the cancel is the outcome, never a retry.
@@ -94,7 +115,17 @@ def dispatch_due_tasks() -> int:
     now = timezone.now()
     due = LongTimeTask.objects.dispatch_due(now).order_by("redispatch_at")[: conf.MAINTENANCE_BATCH]
     published = 0
-    fields = ("id", "task_type", "celery_task_id", "queue", "priority", "state", "attempts", "redispatch_at")
+    fields = (
+        "id",
+        "task_type",
+        "celery_task_id",
+        "queue",
+        "priority",
+        "state",
+        "attempts",
+        "redispatch_at",
+        "run_after",
+    )
     tracing = ("traceparent",)  # the publish continues the submit's trace
     for task in due.only(*fields, *tracing, "dispatch_count"):
         if task.redispatch_at is None:  # narrowed by the query; for the type checker
@@ -102,7 +133,9 @@ def dispatch_due_tasks() -> int:
         if LongTimeTaskRegister.get_task(task.task_type) is None:
             # No worker can run it (the type was renamed or removed): fail it rather than wait forever.
             message = f"Task type {task.task_type!r} is not registered"
-            LongTimeTask.objects.fail(task.id, attempt=None, message=message, code=ErrorCode.UNKNOWN_TASK_TYPE)
+            code = ErrorCode.UNKNOWN_TASK_TYPE
+            if LongTimeTask.objects.fail(task.id, attempt=None, message=message, code=code):
+                metrics.finished(task.task_type, task.queue, TaskState.FAILED, code)
             continue
         backoff = conf.REDISPATCH_AFTER * 2 ** min(task.dispatch_count, 6)
         if not LongTimeTask.objects.postpone_dispatch(
@@ -113,8 +146,13 @@ def dispatch_due_tasks() -> int:
             until=now + timedelta(seconds=backoff),
         ):
             continue  # another sweeper took it, or the row moved on
+        # A delayed task held in the database (never published: its first publish is due at its start) is
+        # not a recovery; any other row here lost its message, or never had one.
+        held = task.dispatch_count == 0 and task.run_after is not None and task.redispatch_at == task.run_after
         if not publish(task, attempt=task.attempts + 1):
             break  # the broker is down: the rest waits for the next sweep
+        if not held:
+            metrics.recovered(task.task_type, task.queue, metrics.REPUBLISHED)
         published += 1
     if published:
         logger.warning("Sweeper: published %s waiting task(s) again", published)

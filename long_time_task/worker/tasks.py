@@ -20,10 +20,10 @@ from celery import Task, shared_task, signals
 from celery.exceptions import Retry, TimeLimitExceeded
 from django.db import close_old_connections, connection
 
-from .. import services
+from .. import metrics, services
 from ..conf import conf
 from ..dispatch import EXECUTOR_TASK
-from ..models import AttemptCause, LongTimeTask
+from ..models import AttemptCause, LongTimeTask, TaskState
 from ..tracing import traced_attempt
 from . import recovery
 from .executor import Executor
@@ -160,6 +160,24 @@ def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
         _heartbeat.start()
 
 
+@signals.worker_ready.connect(dispatch_uid="long_time_task.worker.metrics.start")
+def _start_metrics_exporter(**kwargs: Any) -> None:
+    from ..metrics.exposition import start_worker_exporter
+
+    try:
+        start_worker_exporter()
+    except OSError:
+        # The port is taken (another worker on this host serves it): this worker runs without one.
+        logger.exception("Metrics: could not serve the worker's metrics on port %s", conf.WORKER_METRICS_PORT)
+
+
+@signals.worker_shutdown.connect(dispatch_uid="long_time_task.worker.metrics.stop")
+def _stop_metrics_exporter(**kwargs: Any) -> None:
+    from ..metrics.exposition import stop_worker_exporter
+
+    stop_worker_exporter()
+
+
 @signals.worker_shutdown.connect(dispatch_uid="long_time_task.worker.heartbeat.stop")
 def _stop_heartbeat(**kwargs: Any) -> None:
     if _heartbeat is not None:
@@ -216,6 +234,8 @@ def _on_revoked(
         # finished, or another attempt holds the row, the guarded write does nothing.)
         message = "The task was cancelled: a Celery revoke terminated it while it ran."
         if LongTimeTask.objects.finish_cancelled(task_id, attempt=attempt, message=message):
+            labels = LongTimeTask.objects.filter(id=task_id).values_list("task_type", "queue").first() or ("", "")
+            metrics.finished(*labels, TaskState.CANCELLED, "cancelled")
             logger.warning("Task %s cancelled: %s", task_id, note, extra={**fields, "outcome": "cancelled"})
             return
     state = "cancelled" if outcome.cancelled else "cancel requested (it is running)"
