@@ -185,3 +185,17 @@ def test_the_cli_lists_queues_and_workers_and_fails_when_one_is_unread(settings:
     assert {w["hostname"] for w in data["workers"]} == {"a@h", "b@h"}
     assert {q["name"]: q["consumers"] for q in data["queues"]}["default"] == 2
     assert all(q["consumers"] for q in data["queues"] if q["purpose"])
+
+
+def test_the_metrics_count_live_workers_and_the_consumers_of_each_queue(settings: Any) -> None:
+    from long_time_task.metrics.collector import worker_gauges
+
+    settings.CELERY_BEAT_SCHEDULE = SCHEDULE
+    seen("a@h", ["default", "maintenance"])
+    seen("b@h", ["default"])
+    seen("dead@h", ["heavy"], ago=3600)
+    alive, consumers = worker_gauges()
+    assert [sample.value for sample in alive.samples] == [2]
+    by_queue = {sample.labels["queue_name"]: sample.value for sample in consumers.samples}
+    assert by_queue["default"] == 2 and by_queue["maintenance"] == 1
+    assert by_queue["heavy"] == 0 and by_queue["priority"] == 0  # sent there, read by nobody alive

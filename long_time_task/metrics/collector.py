@@ -15,10 +15,14 @@ web hosts that answer it (``max without (instance)``). The worker's exporter doe
   ``queue_declare(passive=True)``: on Redis every priority list counted; not the messages a worker has
   reserved or holds for an ETA), read at most every ``BROKER_CACHE_SECONDS`` per process, in a thread of its
   own, so that a dead broker costs a scrape ``METRICS_QUERY_TIMEOUT`` seconds at most.
+- ``long_time_task_workers_alive`` and ``long_time_task_queue_consumers{queue_name}``: the live workers, and how
+  many read each queue that tasks or the maintenance jobs are sent to (0: nobody does) and any other queue a
+  worker reads, from the workers' own rows (``models/workers.py``, ``observability/consumers.py``): one read of
+  a table with a row per worker.
 - ``long_time_task_metrics_source_up{source}``: 1 when the source answered in time, else 0 and its gauges are
   left out.
 
-A new source (for example the live workers' consumers per queue) is one more ``Source`` in ``SOURCES``.
+A new source is one more ``Source`` in ``SOURCES``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from ..conf import conf
-from ..models import LongTimeTask, TaskState
+from ..models import LongTimeTask, TaskState, WorkerHeartbeat
 from ..models.statements import hot_cursor
 from ..registry import LongTimeTaskRegister
 from . import PREFIX
@@ -282,9 +286,36 @@ def broker_gauges() -> list[Metric]:
     return [family]
 
 
+# ---------------------------------------------------------------- the workers
+
+
+def worker_gauges() -> list[Metric]:
+    from ..observability.consumers import live_workers, queue_consumers
+
+    with bounded(WorkerHeartbeat.objects.db, conf.METRICS_QUERY_TIMEOUT):
+        workers = live_workers()
+    alive = GaugeMetricFamily(
+        PREFIX + "workers_alive", "Workers whose lease heartbeat wrote their row within the lease (LEASE_SECONDS)."
+    )
+    alive.add_metric([], len(workers))
+    consumers = GaugeMetricFamily(
+        PREFIX + "queue_consumers",
+        "Live workers reading each queue that tasks or the maintenance jobs are sent to (0: nobody does), and any "
+        "other queue a live worker reads.",
+        labels=["queue_name"],
+    )
+    for queue in queue_consumers(workers):
+        consumers.add_metric([queue.name], queue.consumers)
+    return [alive, consumers]
+
+
 # ---------------------------------------------------------------- the collector
 
-SOURCES: list[Source] = [Source("database", database_gauges), Source("broker", broker_gauges)]
+SOURCES: list[Source] = [
+    Source("database", database_gauges),
+    Source("broker", broker_gauges),
+    Source("workers", worker_gauges),
+]
 
 
 class GaugeCollector:
@@ -297,7 +328,7 @@ class GaugeCollector:
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             PREFIX + "metrics_source_up",
-            "1 when the source of these gauges (database, broker) answered this scrape in time.",
+            "1 when the source of these gauges (database, broker, workers) answered this scrape in time.",
             labels=["source"],
         )
         for source in self.sources:

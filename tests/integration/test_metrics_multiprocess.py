@@ -83,7 +83,12 @@ def test_counters_from_every_process_equal_what_the_rows_say(
         by_state = Counter(r["state"] for r in rows)
         assert {dict(k)["state"]: v for k, v in samples["long_time_task_tasks"].items() if v} == by_state
         assert samples["long_time_task_oldest_waiting_seconds"][(("queue_name", "default"),)] == 0
-        assert samples["long_time_task_metrics_source_up"] == {(("source", "broker"),): 1, (("source", "database"),): 1}
+        up = {(("source", name),): 1 for name in ("broker", "database", "workers")}
+        assert samples["long_time_task_metrics_source_up"] == up
+        # The cluster's worker reads "default" (the session's worker, if it runs, too); nobody reads "priority".
+        assert samples["long_time_task_workers_alive"][()] >= 1
+        consumers = {dict(k)["queue_name"]: v for k, v in samples["long_time_task_queue_consumers"].items()}
+        assert consumers["default"] >= 1 and consumers["priority"] == 0
         assert samples["long_time_task_broker_queue_length"][(("queue_name", "default"),)] == 0
 
 
