@@ -87,7 +87,8 @@ _api: _Api | None | bool = None  # None: not tried yet; False: not installed
 
 
 def api() -> _Api | None:
-    """The OpenTelemetry API, or None when tracing is off or OpenTelemetry is not installed."""
+    """The OpenTelemetry API, or None when tracing is off, OpenTelemetry is not installed, or no SDK (tracer
+    provider) is set up."""
     global _api
     if _api is False:
         return None
@@ -99,7 +100,14 @@ def api() -> _Api | None:
         except ImportError:
             _api = False
             return None
-    return _api if isinstance(_api, _Api) else None
+    if not isinstance(_api, _Api):
+        return None
+    # The API alone, with no SDK set up (a dependency pulled it in): its tracer would make non-recording spans,
+    # 15-60 µs per hook for nothing. The check is repeated, so an SDK set up later (a worker's
+    # ``worker_process_init``) is seen at once.
+    if isinstance(_api.trace.get_tracer_provider(), _api.trace.ProxyTracerProvider):
+        return None
+    return _api
 
 
 def messaging_system(broker_url: str) -> str:

@@ -234,9 +234,19 @@ ABSENT = textwrap.dedent(
     task = services.submit("test_echo", {"n": 1}).task  # autocommit: published to the broker at once
     outcome = execute_long_time_task.apply(args=(task.id, 1)).get()  # the traced task, run here
     row = LongTimeTask.objects.get(id=task.id)
+    loaded = sorted(name for name in sys.modules if name.startswith("opentelemetry"))
+    hooks = {}
+    if os.environ["BLOCK"] == "0" and os.environ["LTT_TEST_TRACING"] != "off":
+        from long_time_task import tracing
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        hooks["without_sdk"] = tracing.api() is not None  # the API alone: no spans to make
+        trace.set_tracer_provider(TracerProvider())
+        hooks["with_sdk"] = tracing.api() is not None  # an SDK set up later is seen at once
     print(json.dumps({
         "outcome": outcome, "state": row.state, "traceparent": row.traceparent, "tried": Blocker.tried,
-        "loaded": sorted(name for name in sys.modules if name.startswith("opentelemetry")),
+        "loaded": loaded, "hooks": hooks,
     }))
     """
 )
@@ -263,6 +273,8 @@ def test_without_opentelemetry_the_app_works_and_imports_none_of_it(worker_datab
     # The same run where it is installed does load it: the check above can fail.
     present = run_absent(worker_database, block=False)
     assert present["state"] == "FINISHED" and "opentelemetry.trace" in present["loaded"]
+    # Installed but with no SDK set up (a dependency pulled the API in): the hooks stay off until one is.
+    assert present["hooks"] == {"without_sdk": False, "with_sdk": True}
 
 
 @pytest.mark.django_db(transaction=True)
