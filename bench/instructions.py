@@ -12,7 +12,10 @@ instrumentation off for the start-up, Django's set-up and a warm-up; it is switc
 - ``raw_publish``: raw Celery's ``apply_async`` of the baseline task (the bench's enqueue);
 - ``publish``: this project's publish of a committed row (``dispatch.publish``);
 - ``submit``: this project's submit (validation, the INSERT, the publish);
-- ``run``: a worker's part of one task, in-process: claim, a handler that does nothing, finish.
+- ``run``: a worker's part of one task, in-process: claim, a handler that does nothing, finish;
+- ``submit_no_metrics``, ``run_no_metrics``: the same with ``LONG_TIME_TASK_METRICS = False``. The others count
+  their metrics as in production, in prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set):
+  the difference is what the metrics cost each task.
 
 Only the Python process is counted; the PostgreSQL and Redis servers are not.
 """
@@ -31,13 +34,17 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-OPERATIONS = ["raw_publish", "publish", "submit", "run"]
+OPERATIONS = ["raw_publish", "publish", "submit", "run", "submit_no_metrics", "run_no_metrics"]
 LABELS = {
     "raw_publish": "raw Celery: `apply_async` (the baseline's enqueue)",
     "publish": "tracked: the publish of a committed row",
     "submit": "tracked: submit (validation, INSERT, publish)",
     "run": "tracked: the worker's part of a task (claim, empty handler, finish)",
+    "submit_no_metrics": "tracked: submit, `LONG_TIME_TASK_METRICS = False`",
+    "run_no_metrics": "tracked: the worker's part, `LONG_TIME_TASK_METRICS = False`",
 }
+NO_METRICS = "_no_metrics"
+MULTIPROC_DIR = ROOT / "var" / "bench" / "instructions-prometheus"
 WARM_UP = 20
 
 
@@ -47,6 +54,7 @@ def operation(name: str, n: int) -> Any:
     from long_time_task import dispatch, services
     from long_time_task.worker.executor import Executor
 
+    name = name.removesuffix(NO_METRICS)
     if name == "raw_publish":
         return lambda: raw_noop.apply_async((time.time(),), queue="default")
     if name == "submit":
@@ -94,6 +102,9 @@ def child(name: str, n: int) -> None:
 
 def count(name: str, n: int) -> int:
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="bench.settings", BENCH_SYSTEM="tracked", PYTHONWARNINGS="ignore")
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(MULTIPROC_DIR)
+    if name.endswith(NO_METRICS):
+        env["LONG_TIME_TASK_METRICS"] = "false"
     valgrind, control = shutil.which("valgrind"), shutil.which("callgrind_control")
     if not valgrind or not control:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind; `make bench-instructions` does)")
@@ -136,6 +147,8 @@ def main() -> None:
 
     setup()
     reset()
+    shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)
+    MULTIPROC_DIR.mkdir(parents=True)
     results = {}
     for name in OPERATIONS:
         results[name] = count(name, args.n) / args.n

@@ -393,6 +393,17 @@ def instructions_section(report: dict[str, Any]) -> list[str]:
     ]
     for name, value in counts.items():
         lines.append(f"| {report['labels'][name]} | {value:,.0f} | {value / base:.2f} |\n")
+    pairs = [(name, name + "_no_metrics") for name in ("submit", "run") if name + "_no_metrics" in counts]
+    if pairs:
+        lines.append(
+            "\nWhat the Prometheus metrics cost per task, in instructions (on, in multiprocess mode as in production, "
+            "against `LONG_TIME_TASK_METRICS = False`): "
+            + "; ".join(
+                f"{name} {counts[name] - counts[off]:+,.0f} ({(counts[name] / counts[off] - 1) * 100:+.1f} %)"
+                for name, off in pairs
+            )
+            + f"; both together {sum(counts[n] for n, _ in pairs) / sum(counts[o] for _, o in pairs) * 100 - 100:+.1f} %.\n"
+        )
     return lines
 
 
