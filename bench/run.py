@@ -102,7 +102,9 @@ def setup() -> None:
 
 def reset() -> None:
     with psycopg.connect(PG_ADMIN.rsplit("/", 1)[0] + "/" + DB_NAME, autocommit=True) as conn:
-        conn.execute("TRUNCATE long_time_task, long_time_task_audit, django_celery_results_taskresult")
+        conn.execute(
+            "TRUNCATE long_time_task, long_time_task_audit, long_time_task_attempt, django_celery_results_taskresult"
+        )
     BROKER.flushdb()
     MARKS.flushdb()
     shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)

@@ -137,3 +137,28 @@ def test_the_fallback_without_update_returning_claims_and_reports_progress_too(m
     owned = LongTimeTask.objects.report_progress(task.id, attempt=1, percent=5.0, message="m", current=None, total=None)
     assert owned == (True, False)
     assert LongTimeTask.objects.get(id=task.id).progress == 5.0
+
+
+@pytest.mark.django_db
+def test_every_column_added_to_the_seed_s_table_has_a_database_default_or_accepts_null() -> None:
+    """A row inserted by older code during a rolling deploy, or by a bulk load, names only the columns it knows:
+    every later column must be nullable or carry a database default (``db_default``), or that INSERT fails
+    (as a NOT NULL ``traceparent`` column did, for every submit of the previous release)."""
+    from django.db import connection
+
+    from long_time_task.models import LongTimeTask
+
+    seed = {"id", "celery_task_id", "task_type", "task_params", "state", "result", "create_at", "start_at",
+            "finish_at", "error_message"}  # fmt: skip
+    # Added before the database defaults existed, always written by every release since (the executor's and the
+    # submit's own columns); each is named by the INSERT of any release that can run against this schema.
+    written_by_every_release = {"owner_id", "attempts", "worker", "queue", "priority", "error_code",
+                                "error_traceback", "dispatch_count"}  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND is_nullable = 'NO' "
+            "AND column_default IS NULL",
+            [LongTimeTask._meta.db_table],
+        )
+        required = {row[0] for row in cursor.fetchall()}
+    assert required - seed - written_by_every_release == set()

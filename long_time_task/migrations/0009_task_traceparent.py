@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='longtimetask',
             name='traceparent',
-            field=models.CharField(blank=True, default='', editable=False, max_length=64, verbose_name='trace'),
+            field=models.CharField(blank=True, db_default='', default='', editable=False, max_length=64, verbose_name='trace'),
         ),
     ]

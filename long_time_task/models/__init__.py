@@ -101,7 +101,9 @@ class LongTimeTask(models.Model):
     )
     # The W3C traceparent of the submit's span (tracing on; "" otherwise): a task published again later by the
     # sweeper or the reaper continues its submit's trace (long_time_task/tracing.py).
-    traceparent = models.CharField(max_length=64, blank=True, default="", editable=False, verbose_name=_("trace"))
+    traceparent = models.CharField(
+        max_length=64, blank=True, default="", db_default="", editable=False, verbose_name=_("trace")
+    )
 
     objects: ClassVar[LongTimeTaskQuerySet] = LongTimeTaskQuerySet.as_manager()  # type: ignore[assignment]
 
