@@ -395,6 +395,7 @@ def instructions_section(report: dict[str, Any]) -> list[str]:
         lines.append(f"| {report['labels'][name]} | {value:,.0f} | {value / base:.2f} |\n")
     pairs = [(name, name + "_no_metrics") for name in ("submit", "run") if name + "_no_metrics" in counts]
     if pairs:
+        together = sum(counts[n] for n, _ in pairs) / sum(counts[o] for _, o in pairs) * 100 - 100
         lines.append(
             "\nWhat the Prometheus metrics cost per task, in instructions (on, in multiprocess mode as in production, "
             "against `LONG_TIME_TASK_METRICS = False`): "
@@ -402,7 +403,7 @@ def instructions_section(report: dict[str, Any]) -> list[str]:
                 f"{name} {counts[name] - counts[off]:+,.0f} ({(counts[name] / counts[off] - 1) * 100:+.1f} %)"
                 for name, off in pairs
             )
-            + f"; both together {sum(counts[n] for n, _ in pairs) / sum(counts[o] for _, o in pairs) * 100 - 100:+.1f} %.\n"
+            + f"; both together {together:+.1f} %.\n"
         )
     return lines
 
