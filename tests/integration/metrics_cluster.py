@@ -1,5 +1,7 @@
 """A small production-shaped cluster for the metrics tests: gunicorn with two worker processes and a prefork Celery
-worker with two children, all sharing one ``PROMETHEUS_MULTIPROC_DIR``, on the test database and Redis."""
+worker with two children, all sharing one ``PROMETHEUS_MULTIPROC_DIR``, on the test database and a Redis database
+of their own (``cluster_broker_url``): the session's worker reads the test broker's ``default`` queue too, and the
+tasks it ran would be missing from the cluster's counters."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.settings import TEST_REDIS_URL
 from tests.workers import WebServer, WorkerProcess, gunicorn, worker_env
 
 SCRAPER_TOKEN = "scraper-token-for-the-tests"  # noqa: S105
@@ -71,13 +75,22 @@ def total(samples: dict[tuple[tuple[str, str], ...], float], by: tuple[str, ...]
     return {key: value for key, value in sums.items() if value}
 
 
+def cluster_broker_url() -> str:
+    """The test broker's Redis with another database number (the test one's plus 8, modulo 16)."""
+    base, _, number = TEST_REDIS_URL.rpartition("/")
+    return f"{base}/{(int(number or 0) + 8) % 16}"
+
+
 @contextmanager
 def cluster(worker_database: str, directory: Path, logs: Path, **extra_env: Any) -> Iterator[Cluster]:
     directory.mkdir(parents=True, exist_ok=True)
+    broker = cluster_broker_url()
+    redis.Redis.from_url(broker).flushdb()
     env = worker_env(
         worker_database,
         PROMETHEUS_MULTIPROC_DIR=str(directory),
         LONG_TIME_TASK_METRICS_TOKEN=SCRAPER_TOKEN,
+        TEST_REDIS_URL=broker,
         **extra_env,
     )
     worker = WorkerProcess(
