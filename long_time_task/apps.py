@@ -16,8 +16,8 @@ class LongTimeTaskConfig(AppConfig):
         from .api import openapi  # noqa: F401 - the OpenAPI extension
         from .conf import conf
         from .django_tasks import resolver
-        from .registry import LongTimeTaskRegister
         from .observability import liveness, logs  # noqa: F401 - liveness: beat's liveness file (Celery signals)
+        from .registry import LongTimeTaskRegister
         from .worker import tasks  # noqa: F401 - the Celery tasks
 
         # A row of a django.tasks function names it by module path: found in a process that has not imported it yet.

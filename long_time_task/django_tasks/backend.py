@@ -12,7 +12,7 @@ import contextvars
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils.module_loading import import_string
 
@@ -24,8 +24,6 @@ from .compat import (
     TASK_MIN_PRIORITY,
     BaseTaskBackend,
     InvalidTask,
-    Task,
-    TaskResult,
     TaskResultDoesNotExist,
     normalize_json,
     task_enqueued,
@@ -50,6 +48,9 @@ PARAMS_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 MAX_TASK_TYPE = 100  # the row's task_type column
+
+if TYPE_CHECKING:
+    from .compat import AnyResult, AnyTask
 
 
 def broker_priority(priority: int) -> int:
@@ -91,7 +92,11 @@ def json_round_trip(value: Any, path: str) -> Any:
     return normalized
 
 
-class LongTimeTaskBackend(BaseTaskBackend):  # type: ignore[misc]
+def options_of(task: AnyTask) -> dict[str, Any]:
+    return task.options() if isinstance(task, TrackedTask) else {}
+
+
+class LongTimeTaskBackend(BaseTaskBackend):
     task_class = TrackedTask
 
     supports_defer = True
@@ -118,23 +123,28 @@ class LongTimeTaskBackend(BaseTaskBackend):  # type: ignore[misc]
             )
 
     # ------------------------------------------------------------ the task type
-    def validate_task(self, task: Task) -> None:
+    def validate_task(self, task: AnyTask) -> None:
         super().validate_task(task)
         self.config_for(task)
 
-    def config_for(self, task: Task) -> TaskConfig:
+    def config_for(self, task: AnyTask) -> TaskConfig:
         """The task type of ``task``'s function, registered on first use (``InvalidTask`` if it can't be)."""
         name = task.module_path
         config = LongTimeTaskRegister.registered(name)
         if config is not None:
             runner = config.handler
-            if isinstance(runner, TaskRunner) and runner.task.func is task.func and runner.alias == self.alias:
+            if (
+                isinstance(runner, TaskRunner)
+                and runner.task.func is task.func
+                and runner.alias == self.alias
+                and runner.options == options_of(task)
+            ):
                 return config
             if not isinstance(runner, TaskRunner):
                 raise InvalidTask(f"{name!r} is already a task type registered by {runner.__module__}.")
         if len(name) > MAX_TASK_TYPE:
             raise InvalidTask(f"The task's module path is longer than {MAX_TASK_TYPE} characters: {name!r}.")
-        options = {**self.defaults, **(task.options() if isinstance(task, TrackedTask) else {})}
+        options = {**self.defaults, **options_of(task)}
         schema = options.pop("kwargs_schema", None)
         permission = options.pop("permission", None)
         retry_on = options.pop("retry_on", ())
@@ -162,7 +172,7 @@ class LongTimeTaskBackend(BaseTaskBackend):  # type: ignore[misc]
         return config
 
     # ------------------------------------------------------------ enqueue
-    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+    def enqueue(self, task: AnyTask, args: Any, kwargs: Any) -> AnyResult:  # type: ignore[override]
         self.validate_task(task)
         config = self.config_for(task)
         params: dict[str, Any] = {
@@ -173,7 +183,7 @@ class LongTimeTaskBackend(BaseTaskBackend):  # type: ignore[misc]
             params["priority"] = task.priority
         if task.run_after is not None:
             params["run_after"] = task.run_after.isoformat()
-        sent: list[TaskResult] = []
+        sent: list[AnyResult] = []
         submission = services.submit(
             config.name,
             params,
@@ -187,14 +197,14 @@ class LongTimeTaskBackend(BaseTaskBackend):  # type: ignore[misc]
         # Outside a transaction the row is committed and the signal sent already: the same result object.
         return sent[0] if sent else result_from_row(task, submission.task, self.alias, as_enqueued=True)
 
-    def enqueued(self, task: Task, sent: list[TaskResult], row: LongTimeTask) -> None:
+    def enqueued(self, task: AnyTask, sent: list[AnyResult], row: LongTimeTask) -> None:
         """The row is committed: ``task_enqueued``, in this process, before the message is published."""
         result = result_from_row(task, row, self.alias, as_enqueued=True)
         sent.append(result)
         task_enqueued.send(sender=type(self), task_result=result)
 
     # ------------------------------------------------------------ results
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> AnyResult:
         try:
             pk = int(result_id)
         except (TypeError, ValueError):

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # mypy reads one of the two; both have the same shapes
         TaskContext,
         TaskResult,
         TaskResultStatus,
+        default_task_backend,
         task,
         task_backends,
     )
@@ -23,6 +24,10 @@ if TYPE_CHECKING:  # mypy reads one of the two; both have the same shapes
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
     from django.utils.json import normalize_json
+
+    AnyTask = Task[..., Any]
+    AnyResult = TaskResult[..., Any]
+    AnyContext = TaskContext[..., Any]
 else:
     try:
         from django.tasks import (
@@ -31,12 +36,13 @@ else:
             TaskContext,
             TaskResult,
             TaskResultStatus,
+            default_task_backend,
             task,
             task_backends,
         )
     except ImportError:
         try:
-            from django_tasks import DEFAULT_TASK_QUEUE_NAME, task_backends
+            from django_tasks import DEFAULT_TASK_QUEUE_NAME, default_task_backend, task_backends
             from django_tasks.base import Task, TaskContext, TaskResult, TaskResultStatus, task
         except ImportError as exc:
             from django.core.exceptions import ImproperlyConfigured
@@ -75,6 +81,7 @@ __all__ = [
     "TaskResult",
     "TaskResultDoesNotExist",
     "TaskResultStatus",
+    "default_task_backend",
     "normalize_json",
     "task",
     "task_backends",

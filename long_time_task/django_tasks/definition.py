@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from .compat import DEFAULT_TASK_PRIORITY, DEFAULT_TASK_QUEUE_NAME, Task, task_backends
+
+if TYPE_CHECKING:
+    from .compat import AnyTask
 
 # The per-task options, as ``@task(...)`` keyword arguments and as lower-case ``OPTIONS`` keys of the backend.
 OPTION_NAMES = (
@@ -30,7 +33,7 @@ OPTION_NAMES = (
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class TrackedTask(Task):  # type: ignore[misc]
+class TrackedTask(Task):  # type: ignore[type-arg]
     """A ``Task`` with the options Django's API has no word for. ``None``: the backend's ``OPTIONS``, else the
     registry's default (docs/django-tasks.md, "Per-task options")."""
 
@@ -48,6 +51,14 @@ class TrackedTask(Task):  # type: ignore[misc]
     def options(self) -> dict[str, Any]:
         """The options set on this task (not None)."""
         return {name: getattr(self, name) for name in OPTION_NAMES if getattr(self, name) is not None}
+
+
+@overload
+def task(function: Callable[..., Any], **options: Any) -> AnyTask: ...
+
+
+@overload
+def task(function: None = None, **options: Any) -> Callable[[Callable[..., Any]], AnyTask]: ...
 
 
 def task(

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..models import LongTimeTask, TaskState
 from ..models.attempts import attempt_history, current_attempt
-from .compat import InvalidTask, Task, TaskError, TaskResult, TaskResultStatus, set_field
+from .compat import InvalidTask, TaskError, TaskResult, TaskResultStatus, set_field
 
 if TYPE_CHECKING:
     from ..models import TaskAttempt
+    from .compat import AnyResult, AnyTask
 
 STATUS = {
     TaskState.PENDING: TaskResultStatus.READY,
@@ -75,7 +76,7 @@ def error_of(traceback: str, code: str, message: str) -> TaskError:
     return TaskError(exception_class_path=exception_path(traceback, code), traceback=traceback or message)
 
 
-def task_for_row(task: Task, row: LongTimeTask, params: dict[str, Any]) -> Task:
+def task_for_row(task: AnyTask, row: LongTimeTask, params: dict[str, Any]) -> AnyTask:
     """``task`` with the queue, priority and ``run_after`` this row was enqueued with."""
     run_after = params.get("run_after")
     try:
@@ -88,7 +89,7 @@ def task_for_row(task: Task, row: LongTimeTask, params: dict[str, Any]) -> Task:
         return task
 
 
-def result_from_row(task: Task, row: LongTimeTask, alias: str, *, as_enqueued: bool = False) -> TaskResult:
+def result_from_row(task: AnyTask, row: LongTimeTask, alias: str, *, as_enqueued: bool = False) -> AnyResult:
     """The ``TaskResult`` that ``row`` describes, for ``task`` (the function's ``Task``) on backend ``alias``;
     ``as_enqueued``: ``task`` is the one the row was enqueued with (not rebuilt from the row)."""
     params = row.task_params if isinstance(row.task_params, dict) else {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback as tb
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import signals
 from django.utils import timezone
@@ -21,10 +21,8 @@ from ..context import TaskContext as TrackedContext
 from ..dispatch import EXECUTOR_TASK
 from ..models import LongTimeTask
 from .compat import (
-    Task,
     TaskContext,
     TaskError,
-    TaskResult,
     TaskResultStatus,
     normalize_json,
     set_field,
@@ -33,13 +31,16 @@ from .compat import (
 )
 from .results import result_from_row
 
+if TYPE_CHECKING:
+    from .compat import AnyResult, AnyTask
+
 
 class TaskExited(Exception):  # noqa: N818 - says what the task did
     """The task function raised SystemExit: recorded as a failure (the worker process goes on)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class TrackedTaskContext(TaskContext):  # type: ignore[misc]
+class TrackedTaskContext(TaskContext):  # type: ignore[type-arg,misc]  # frozen in Django, not in its stubs
     """Django's ``TaskContext`` (``task_result``, ``attempt``) plus this project's progress and cancel checks."""
 
     tracked: TrackedContext
@@ -62,7 +63,7 @@ class TrackedTaskContext(TaskContext):  # type: ignore[misc]
 class Running:
     """An attempt this process is running: its result, and what the function returned or raised."""
 
-    result: TaskResult
+    result: AnyResult
     sender: type
     return_value: Any = None
     error: TaskError | None = None
@@ -73,19 +74,23 @@ _running: dict[tuple[int, int], Running] = {}
 
 def error_from(exc: BaseException) -> TaskError:
     cls = type(exc)
-    return TaskError(exception_class_path=f"{cls.__module__}.{cls.__qualname__}", traceback="".join(tb.format_exception(exc)))
+    path, text = f"{cls.__module__}.{cls.__qualname__}", "".join(tb.format_exception(exc))
+    return TaskError(exception_class_path=path, traceback=text)
 
 
 class TaskRunner:
     """The handler of a Django task's type. Named after the function (``__module__``, ``__qualname__``), so that the
     registry's checks and messages speak of it."""
 
-    def __init__(self, task: Task, alias: str, sender: type) -> None:
+    def __init__(self, task: AnyTask, alias: str, sender: type) -> None:
         self.task, self.alias, self.sender = task, alias, sender
+        self.options = task.options() if hasattr(task, "options") else {}  # what its type was built from
         self.__module__ = task.func.__module__
         self.__qualname__ = task.func.__qualname__
 
-    def __call__(self, task_id: int, params: dict[str, Any], context: TrackedContext) -> Any:
+    def __call__(self, task_id: int, params: dict[str, Any], context: TrackedContext | None = None) -> Any:
+        if context is None:  # the executor passes it: the signature names it
+            raise TypeError("a Django task runs with its context")
         task = self.task
         row = LongTimeTask.objects.filter(id=task_id).first()
         if row is None:  # deleted while it ran (a purge): nothing to report

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -25,7 +26,7 @@ from tests.workers import wait_for
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def finished(result, timeout: float = 30):
+def finished(result, timeout: float = 30) -> Any:
     """``result`` refreshed until it is SUCCESSFUL or FAILED."""
 
     def done():
@@ -43,7 +44,7 @@ def test_enqueue_runs_on_the_worker_and_the_result_reads_back(celery_worker):
         result = task.enqueue(1, two=3)
         assert result.status == TaskResultStatus.READY
         assert (result.args, result.kwargs, result.task) == ([1], {"two": 3}, task)
-        finished(result)
+        result = finished(result)  # the same object, refreshed
         assert result.status == TaskResultStatus.SUCCESSFUL
         assert result.is_finished is True
         assert result.return_value is None
@@ -56,8 +57,16 @@ def test_enqueue_runs_on_the_worker_and_the_result_reads_back(celery_worker):
         assert (row.task_type, row.state, row.queue) == (task.module_path, TaskState.FINISHED, "default")
         assert row.task_params == {"args": [1], "kwargs": {"two": 3}}
 
-    result = jobs.calculate_meaning_of_life.enqueue()
-    assert finished(result).return_value == 42
+    assert finished(jobs.calculate_meaning_of_life.enqueue()).return_value == 42
+
+
+async def refreshed_until_finished(result: Any) -> Any:
+    for _ in range(600):  # bounded: 30 s
+        await result.arefresh()
+        if result.is_finished:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"django task {result.id} did not finish")
 
 
 def close_connection():
@@ -68,14 +77,10 @@ def test_aenqueue_and_aget_result(celery_worker):
     """Django: test_immediate_backend.ImmediateBackendTestCase.test_enqueue_task_async, .test_result_async;
     test_tasks.TaskTestCase.test_enqueue_task_async, .test_get_result_async, .test_refresh_result."""
 
-    async def scenario():
+    async def scenario() -> None:
         result = await jobs.async_echo.aenqueue("a", b=[1, 2])
         assert result.status == TaskResultStatus.READY
-        for _ in range(600):
-            await result.arefresh()
-            if result.is_finished:
-                break
-            await asyncio.sleep(0.05)
+        result = await refreshed_until_finished(result)
         assert result.status == TaskResultStatus.SUCCESSFUL
         assert result.return_value == {"args": ["a"], "kwargs": {"b": [1, 2]}, "async": True}
         fetched = await jobs.async_echo.aget_result(result.id)
