@@ -15,9 +15,13 @@ class LongTimeTaskConfig(AppConfig):
         from . import checks  # noqa: F401 - system checks
         from .api import openapi  # noqa: F401 - the OpenAPI extension
         from .conf import conf
+        from .django_tasks import resolver
         from .observability import liveness, logs  # noqa: F401 - liveness: beat's liveness file (Celery signals)
+        from .registry import LongTimeTaskRegister
         from .worker import tasks  # noqa: F401 - the Celery tasks
 
+        # A row of a django.tasks function names it by module path: found in a process that has not imported it yet.
+        LongTimeTaskRegister.add_resolver(resolver.resolve)
         logs.install(conf.LOG_FORMAT)  # LONG_TIME_TASK_LOG_FORMAT; nothing unless it is set
 
         # Every installed app's tasks_definitions.py, in the web process and in the worker alike.

@@ -78,6 +78,9 @@ class TaskConfig:
     retention_days: float | None = None
     # The result files of a result, relative to RESULTS_DIR, deleted with the row by the purge.
     result_files: Callable[[Any], Iterable[str]] | None = None
+    # Only server code submits it (a django.tasks function without a ``permission``): no user may submit or retry
+    # it through the API, the dashboard or the CLI, whatever their permissions.
+    server_only: bool = False
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -167,6 +170,8 @@ class TaskConfig:
             self.param_validator(params)
 
     def may_submit(self, user: Any) -> bool:
+        if self.server_only:
+            return False
         return self.permission is None or bool(user and user.has_perm(self.permission))
 
     def is_retryable(self, exc: BaseException) -> bool:
@@ -195,6 +200,8 @@ class LongTimeTaskRegister:
 
     _instance: ClassVar[LongTimeTaskRegister | None] = None
     _tasks: ClassVar[dict[str, TaskConfig]] = {}
+    # Called with a name that is not registered, and may register it (the django.tasks backend's resolver).
+    _resolvers: ClassVar[list[Callable[[str], None]]] = []
 
     def __new__(cls) -> LongTimeTaskRegister:
         if cls._instance is None:
@@ -257,7 +264,8 @@ class LongTimeTaskRegister:
     def add(cls, config: TaskConfig) -> None:
         existing = cls._tasks.get(config.name)
         if existing is not None:
-            where = f"{existing.handler.__module__}.{existing.handler.__qualname__}"
+            handler = existing.handler
+            where = f"{handler.__module__}.{getattr(handler, '__qualname__', type(handler).__qualname__)}"
             raise RegistryError(f"Task type {config.name!r} is already registered by {where}")
         cls._tasks[config.name] = config
         logger.debug("Registered task type %s", config.name)
@@ -278,8 +286,26 @@ class LongTimeTaskRegister:
             cls._tasks.update(saved)
 
     @classmethod
+    def add_resolver(cls, resolver: Callable[[str], None]) -> None:
+        """Ask ``resolver(name)`` about a name that is not registered, before saying it is unknown (once each)."""
+        if resolver not in cls._resolvers:
+            cls._resolvers.append(resolver)
+
+    @classmethod
     def get_task(cls, task_type: str) -> TaskConfig | None:
-        return cls._tasks.get(task_type) if isinstance(task_type, str) else None
+        if not isinstance(task_type, str):
+            return None
+        config = cls._tasks.get(task_type)
+        if config is None and cls._resolvers:
+            for resolve in cls._resolvers:
+                resolve(task_type)
+            config = cls._tasks.get(task_type)
+        return config
+
+    @classmethod
+    def registered(cls, task_type: str) -> TaskConfig | None:
+        """The type registered as ``task_type``, without asking the resolvers."""
+        return cls._tasks.get(task_type)
 
     @classmethod
     def get_all_tasks(cls) -> dict[str, TaskConfig]:

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -184,6 +185,9 @@ def submit(
     retry_of: LongTimeTask | None = None,
     check_permission: bool = True,
     count_rate: bool = True,
+    queue: str | None = None,
+    priority: int | None = None,
+    enqueued: Callable[[LongTimeTask], None] | None = None,
 ) -> Submission:
     """Validate, write the row once, and publish it after the transaction commits.
 
@@ -197,6 +201,10 @@ def submit(
     An owner's submissions are limited to ``LONG_TIME_TASK_SUBMIT_RATE`` (SubmitRateExceeded), whatever the
     door: only those that get this far are counted (just before the insert), not the rejected ones nor the
     replays; ``count_rate=False`` (a retry by server code) and ``owner=None`` are not counted.
+
+    ``queue`` and ``priority`` (1..10) override the type's for this task (the django.tasks backend's
+    ``queue_name`` and priority); ``enqueued(task)`` is called once the row is committed, just before it is
+    published (the backend's ``task_enqueued`` signal).
     """
     params = {} if params is None else params
     owner = owner if owner is not None and getattr(owner, "is_authenticated", False) else None
@@ -229,8 +237,8 @@ def submit(
         "task_params": params,
         "state": TaskState.PENDING,
         "owner": owner,
-        "queue": config.queue,
-        "priority": config.priority,
+        "queue": queue or config.queue,
+        "priority": config.priority if priority is None else priority,
         "run_after": start,
         "idempotency_key": idempotency_key,
         "retry_of": retry_of,
@@ -261,16 +269,25 @@ def submit(
         raise
     # Once the row is committed (at once outside a transaction): published, and counted in the metrics (a
     # caller's rollback publishes and counts nothing).
-    transaction.on_commit(functools.partial(committed, task, config, None if held else delay))
+    transaction.on_commit(functools.partial(committed, task, config, None if held else delay, enqueued))
     logger.info("Task %s submitted: %s%s", task.id, task_type, f" (starts at {start.isoformat()})" if start else "")
     return Submission(task, created=True)
 
 
-def committed(task: LongTimeTask, config: TaskConfig, delay: float | None) -> None:
+def committed(
+    task: LongTimeTask,
+    config: TaskConfig,
+    delay: float | None,
+    enqueued: Callable[[LongTimeTask], None] | None = None,
+) -> None:
     """After a submit's commit: count it, and publish it unless it waits in the database (``delay`` None)."""
-    metrics.submitted(config.name, config.queue)
-    if delay is not None:
-        publish(task, attempt=1, countdown=delay or None)
+    metrics.submitted(config.name, task.queue)
+    try:
+        if enqueued is not None:
+            enqueued(task)
+    finally:
+        if delay is not None:
+            publish(task, attempt=1, countdown=delay or None)
 
 
 def submit_task(

@@ -71,3 +71,11 @@ LONG_TIME_TASK_RESULTS_DIR = Path(os.environ.get("LTT_TEST_RESULTS_DIR", VAR_DIR
 if os.environ.get("LTT_TEST_SPANS_FILE"):
     import tests.otel_worker  # noqa: F401
 LONG_TIME_TASK_TRACING = os.environ.get("LTT_TEST_TRACING", "parent")
+
+# Django's tasks API on the tracked workers (tests/test_django_tasks*.py; docs/django-tasks.md).
+TASKS = {
+    "default": {
+        "BACKEND": "long_time_task.django_tasks.backend.LongTimeTaskBackend",
+        "QUEUES": ["default", "heavy", "priority", "operate"],
+    },
+}

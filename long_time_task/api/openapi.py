@@ -82,7 +82,11 @@ def add_task_type_params(result: dict[str, Any], generator: Any, request: Any, p
     """drf-spectacular postprocessing hook: the submit body becomes a ``oneOf`` over the task types the
     schema's reader may submit, discriminated by ``task_type``, each with its own ``params`` schema."""
     user = getattr(request, "user", None)
-    configs = [c for c in LongTimeTaskRegister.get_all_tasks().values() if user is None or c.may_submit(user)]
+    configs = [
+        c
+        for c in LongTimeTaskRegister.get_all_tasks().values()
+        if not c.server_only and (user is None or c.may_submit(user))
+    ]
     components = result.setdefault("components", {}).setdefault("schemas", {})
     refs = {}
     for config in sorted(configs, key=lambda c: c.name):
