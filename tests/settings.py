@@ -60,6 +60,11 @@ if REDIS_AVAILABLE:
         "socket_keepalive": True,
     }
 
+# A worker started by a test on another broker (RabbitMQ: tests/integration/test_consumers_worker.py).
+if os.environ.get("LTT_TEST_WORKER_BROKER_URL"):
+    CELERY_BROKER_URL = os.environ["LTT_TEST_WORKER_BROKER_URL"]
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+
 # A worker started by a test may turn off Celery's acknowledgement of failed tasks (acks_late), as a project may.
 CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = os.environ.get("LTT_TEST_ACKS_ON_FAILURE", "true") == "true"
 

@@ -69,3 +69,39 @@ def test_a_killed_worker_stops_counting_once_its_heartbeats_are_older_than_the_l
              what="the killed worker no longer alive")  # fmt: skip
     consumers = {queue.name: queue.consumers for queue in queue_consumers()}
     assert consumers.get("killed-worker-test", 0) == 0
+
+
+def test_on_rabbitmq_the_worker_rows_agree_with_the_broker_s_own_consumer_count(start_worker: Any) -> None:
+    """RabbitMQ knows its consumers (Redis does not): there the rows can be checked against the broker itself."""
+    from kombu import Connection
+
+    from tests.conftest import require_rabbitmq
+
+    url = require_rabbitmq()
+    queue = f"ltt-consumers-test-{os.getpid()}"
+
+    def broker_consumers() -> int:
+        with Connection(url, connect_timeout=5) as connection:
+            channel: Any = connection.channel()
+            try:
+                return int(channel.queue_declare(queue=queue, passive=True).consumer_count)
+            finally:
+                channel.close()
+
+    worker = start_worker(queues=queue, name="rabbit", LTT_TEST_WORKER_BROKER_URL=url, **BEAT)
+    hostname = f"{worker.name}@{socket.gethostname()}"
+    try:
+        wait_for(lambda: alive(hostname), timeout=30, what="the worker's row")
+        ours = {q.name: q.consumers for q in queue_consumers()}
+        assert ours[queue] == broker_consumers() == 1
+        assert row(hostname).queues == [queue]
+
+        worker.stop()
+        assert broker_consumers() == 0
+        assert not alive(hostname)
+        assert queue not in {q.name for q in queue_consumers()}  # read by nobody, and nothing is sent there
+    finally:
+        with Connection(url, connect_timeout=5) as connection:
+            channel: Any = connection.channel()
+            channel.queue_delete(queue=queue)
+            channel.close()
