@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.utils import timezone
@@ -87,7 +87,9 @@ def test_aenqueue_and_aget_result(celery_worker):
         assert fetched == result
         await sync_to_async(close_connection)()  # in the thread that ran the queries
 
-    asyncio.run(scenario())
+    # asgiref's async_to_sync, not asyncio.run: an earlier test (Playwright's sync API) may leave this thread
+    # with a running event loop, where asyncio.run refuses to start.
+    async_to_sync(scenario)()
 
 
 def test_a_failing_task_records_its_exception_class_and_traceback(celery_worker):

@@ -14,6 +14,7 @@ from kombu import Connection, Exchange, Producer, Queue
 
 from long_time_task.metrics.collector import read_queue_lengths
 from tests.conftest import require_rabbitmq, require_services
+from tests.workers import wait_for
 
 
 def publish(url: str, queue: Queue, priorities: list[int], transport_options: dict[str, Any]) -> None:
@@ -37,7 +38,10 @@ def test_rabbitmq_queue_lengths(monkeypatch: Any) -> None:
     publish(url, queue, [1, 5, 9], {})
     use_broker(monkeypatch, url, {})
     try:
-        assert read_queue_lengths([name, f"{name}-unknown"], timeout=5) == {name: 3, f"{name}-unknown": 0}
+        # Published without confirms: RabbitMQ may count the last messages a moment later.
+        expected = {name: 3, f"{name}-unknown": 0}
+        wait_for(lambda: read_queue_lengths([name, f"{name}-unknown"], timeout=5) == expected, timeout=10,
+                 what="RabbitMQ to count the three messages")  # fmt: skip
     finally:
         with Connection(url) as connection:
             queue.bind(connection.default_channel).delete()
