@@ -97,6 +97,12 @@ class TaskContext:
         if check:
             self._raise_if_cancelled()
 
+    def take_report(self) -> dict[str, Any] | None:
+        """The report the throttle held back, if any, now the executor's to write (with the finish, in the same
+        statement); it is no longer pending here."""
+        report, self._pending = self._pending, None
+        return report
+
     def flush(self) -> None:
         """Write the latest reported progress now (the executor calls it when the handler returns)."""
         if self._pending is None:

@@ -353,3 +353,48 @@ def test_no_kill_when_the_request_left_between_the_update_and_the_kill(monkeypat
     assert heartbeat.enforce_cancels(0, "A") == []
     assert killed == []
     assert LongTimeTask.objects.get(id=task.id).state == TaskState.CANCELLED  # its result would be dropped
+
+
+def five_quick_steps(task_id: int, params: dict[str, Any], context: TaskContext) -> str:
+    for step in range(1, 6):
+        context.progress(current=step, total=5, message=f"step {step} of 5")
+    return "done"
+
+
+def one_step(task_id: int, params: dict[str, Any], context: TaskContext) -> str:
+    context.progress(current=1, total=3, message="only step")  # written at once: nothing held
+    return "done"
+
+
+def test_the_last_report_the_throttle_held_is_written_with_the_finish_in_the_same_statement(
+    settings: Any, django_assert_num_queries: Any
+) -> None:
+    """Found by the django.tasks benchmark: a handler's reports inside one interval were kept, and its last one was
+    dropped when it returned; the row said 100 % with the first step's message."""
+    from long_time_task.registry import LongTimeTaskRegister
+    from long_time_task.worker.executor import Executor
+
+    settings.LONG_TIME_TASK_PROGRESS_INTERVAL = 60.0
+    with LongTimeTaskRegister.isolated():
+        LongTimeTaskRegister.register(task_type="steps_quickly", timeout=30, soft_timeout=20)(five_quick_steps)
+        task = LongTimeTask.objects.create(task_type="steps_quickly", task_params={})
+        # The claim, the first report (written at once) and the finish: the held report costs no statement.
+        with django_assert_num_queries(3):
+            assert Executor(worker="unit@test").run(task.id, 1) == "finished"
+    row = LongTimeTask.objects.get(id=task.id)
+    assert (row.state, row.progress, row.progress_message) == (TaskState.FINISHED, 100.0, "step 5 of 5")
+    assert (row.progress_current, row.progress_total) == (5, 5)
+    assert row.progress_at is not None and row.progress_at >= row.start_at
+
+
+def test_a_handler_whose_reports_were_all_written_finishes_with_the_plain_statement(settings: Any) -> None:
+    from long_time_task.registry import LongTimeTaskRegister
+    from long_time_task.worker.executor import Executor
+
+    settings.LONG_TIME_TASK_PROGRESS_INTERVAL = 60.0
+    with LongTimeTaskRegister.isolated():
+        LongTimeTaskRegister.register(task_type="one_step", timeout=30, soft_timeout=20)(one_step)
+        task = LongTimeTask.objects.create(task_type="one_step", task_params={})
+        assert Executor(worker="unit@test").run(task.id, 1) == "finished"
+    row = LongTimeTask.objects.get(id=task.id)
+    assert (row.progress, row.progress_message, row.progress_current, row.progress_total) == (100.0, "only step", 1, 3)

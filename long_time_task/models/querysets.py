@@ -75,11 +75,22 @@ def _claim_statement(db: str, task_id: int, attempt: int, previous: int, worker:
     }
 
 
-def _finish_statement(db: str, task_id: int, attempt: int, result: Any) -> Any:
+def _finish_statement(
+    db: str,
+    task_id: int,
+    attempt: int,
+    result: Any,
+    report: bool = False,
+    message: str = "",
+    current: Any = None,
+    total: Any = None,
+) -> Any:
+    """``report``: the statement also writes the handler's last progress report (message, current, total),
+    which the throttle had held back when the handler returned."""
     model = task_model()
     s = TaskState
     rows = model.objects.using(db).filter(id=task_id, state=s.RUNNING, attempts=attempt)
-    return rows, {
+    values = {
         "state": s.FINISHED,
         "progress": 100.0,
         "finish_at": Now(),
@@ -89,6 +100,9 @@ def _finish_statement(db: str, task_id: int, attempt: int, result: Any) -> Any:
         "error_code": "",
         "error_traceback": "",
     }
+    if report:
+        values.update(progress_message=message, progress_current=current, progress_total=total, progress_at=Now())
+    return rows, values
 
 
 def _progress_statement(
@@ -210,11 +224,19 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
         returned = self.filter(id=task_id).values_list(*ClaimedTask.FIELDS).first() if updated else None
         return ClaimedTask(task_id, *returned) if returned else None
 
-    def finish(self, task_id: int, *, attempt: int, result: Any) -> bool:
-        """RUNNING -> FINISHED with ``result``; returns whether the row was RUNNING in that attempt."""
+    def finish(self, task_id: int, *, attempt: int, result: Any, report: dict[str, Any] | None = None) -> bool:
+        """RUNNING -> FINISHED with ``result``; returns whether the row was RUNNING in that attempt. ``report``:
+        a progress report still to write (``message``, ``current``, ``total``), written by the same statement."""
         db = self.write_db
         prepared = LongTimeTaskModel().meta.get_field("result").get_db_prep_save(result, connections[db])
-        return bool(FINISH.run(db, {}, task_id=task_id, attempt=attempt, result=prepared))
+        if report is None:
+            return bool(FINISH.run(db, {}, task_id=task_id, attempt=attempt, result=prepared))
+        progress = {
+            "message": storable(str(report.get("message") or ""), 255),
+            "current": report.get("current"),
+            "total": report.get("total"),
+        }
+        return bool(FINISH.run(db, {"report": True}, task_id=task_id, attempt=attempt, result=prepared, **progress))
 
     def fail(
         self,
@@ -473,5 +495,8 @@ FINISH = PreparedUpdate(
         "task_id": (1_000_001, 1_000_002),
         "attempt": (1_000_003, 1_000_004),
         "result": ({"\x01": "a"}, {"\x01": "b"}),
+        "message": ("\x01a", "\x01b"),
+        "current": (1_000_005, 1_000_006),
+        "total": (1_000_007, 1_000_008),
     },  # fmt: skip
 )

@@ -137,8 +137,9 @@ class Executor:
             return self._handle_error(claimed, attempt, config, exc, context)
         finally:
             deactivate(token)
+        report = context.take_report()  # the last progress the throttle held back: written with the finish
         try:
-            return self._record_result(task_id, attempt, result)
+            return self._record_result(task_id, attempt, result, report)
         except SoftTimeLimitExceeded:
             # The soft limit fired after the handler had returned, while its result was being recorded:
             # the work is done, so record it (the signal fires once) rather than leave the row RUNNING for
@@ -148,9 +149,9 @@ class Executor:
                 task_id,
                 extra=self.log_fields(),
             )
-            return self._record_result(task_id, attempt, result)
+            return self._record_result(task_id, attempt, result, report)
 
-    def _record_result(self, task_id: int, attempt: int, result: Any) -> str:
+    def _record_result(self, task_id: int, attempt: int, result: Any, report: dict[str, Any] | None = None) -> str:
         step("finish")
         tasks = LongTimeTask.objects
         try:
@@ -159,7 +160,7 @@ class Executor:
             message = "The task returned a result that cannot be stored as JSON."
             return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())
         try:
-            finished = tasks.finish(task_id, attempt=attempt, result=result)
+            finished = tasks.finish(task_id, attempt=attempt, result=result, report=report)
         except DataError:  # a value this database refuses, which check_result did not foresee
             message = "The task returned a result that the database cannot store."
             return self._fail(task_id, attempt, message, ErrorCode.INVALID_RESULT, tb.format_exc())
