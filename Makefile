@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The django.tasks comparison runs on Python 3.12 and Django 6.x (django-tasks-celery supports nothing older).
+PYTHON312 ?= env PYENV_VERSION=3.12.1 python
+VENV312 ?= .venv-py312
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run migrate test test-deps test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-instructions lint format messages clean
+.PHONY: help venv run migrate test test-deps test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-instructions bench-django-tasks bench-django-tasks-run lint format messages clean
 
 help:
 	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all;"
@@ -15,11 +18,13 @@ help:
 	@echo "make test-browser - only the dashboard's browser tests (tests/browser, Debian's chromium)"
 	@echo "make screenshots - run the browser tests and save the dashboard screenshots into docs/img"
 	@echo "make reliability - run the fault suite and write docs/reliability.md"
-	@echo "make bench   - all the benchmarks below, then docs/performance.md (about 35 minutes)"
+	@echo "make bench   - all the benchmarks below, then docs/performance.md (about 50 minutes)"
 	@echo "make bench-throughput - raw Celery, tracked, django-celery-results side by side (seed and Celery delivery)"
 	@echo "make bench-api - the API (submit, detail, list) under load: gunicorn + wrk"
 	@echo "make bench-scale - list latency at 100k, 1M and 10M rows (about 5 GB in PostgreSQL)"
 	@echo "make bench-instructions - instructions per submit, publish and worker run (valgrind's callgrind)"
+	@echo "make bench-django-tasks - Django's tasks API: this backend, django-tasks-db, django-tasks-celery side by"
+	@echo "               side (Python 3.12, Django 6.x, in $(VENV312); PYTHON312=... names the interpreter)"
 	@echo "make lint    - ruff check, ruff format --check, mypy"
 	@echo "make messages - recompile the translations"
 
@@ -82,6 +87,7 @@ bench: bench-deps
 	$(BIN)/python -m bench.run --layout servers-apart --delivery celery-defaults --no-memory
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.scale --sizes 100000 1000000 10000000
+	$(MAKE) bench-django-tasks-run
 	$(MAKE) bench-instructions
 
 bench-throughput: bench-deps
@@ -97,6 +103,15 @@ bench-api: bench-deps
 
 bench-scale: bench-deps
 	$(BIN)/python -m bench.scale --sizes 100000 1000000 10000000
+	$(BIN)/python -m bench.report
+
+# Django's tasks API through this project's backend, django-tasks-db and django-tasks-celery, in the same run
+# (bench/django_tasks.py), in a Python 3.12 virtualenv of its own: the report is then written from the usual one.
+bench-django-tasks-run:
+	$(MAKE) bench-deps VENV=$(VENV312) PYTHON="$(PYTHON312)"
+	$(VENV312)/bin/python -m bench.django_tasks
+
+bench-django-tasks: bench-deps bench-django-tasks-run
 	$(BIN)/python -m bench.report
 
 # Instructions per operation under valgrind's callgrind (Debian's valgrind, installed here when missing).

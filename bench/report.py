@@ -521,8 +521,9 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
         "# Performance\n\n",
         "How much tracking every task as a database row costs, against raw Celery on the same broker, database,\n",
         "concurrency and machine, measured in the same run. Reproduce with `make bench` (PostgreSQL on\n",
-        "127.0.0.1:5432 and Redis on 127.0.0.1:6379; it uses the database `ltt_bench` and Redis databases 12-14;\n",
-        "`make bench-throughput`, `make bench-api` and `make bench-scale` run one part each).\n\n",
+        "127.0.0.1:5432 and Redis on 127.0.0.1:6379; it uses the databases `ltt_bench` and `ltt_bench_tasks` and\n",
+        "Redis databases 12-14; `make bench-throughput`, `make bench-api`, `make bench-scale` and\n",
+        "`make bench-django-tasks` run one part each).\n\n",
         f"Machine: {m['cpus']} cores, {m['memory_gb']} GiB, {m['platform']}, Python {m['python']}. ",
         f"Workload: {a['n']} no-op tasks per run (each handler does one Redis round trip that counts it), worker ",
         f"concurrency {a['concurrency']} (prefork), {report.get('delivery', 'acks_late, prefetch 1')}; {a['reps']} ",
@@ -575,6 +576,11 @@ def main(results: str = str(ROOT / "bench" / "results.json")) -> None:
             json.loads(scrape.read_text()) if scrape.exists() else None,
             json.loads(cost.read_text()) if cost.exists() else None,
         )
+    django_tasks = ROOT / "bench" / "results-django-tasks.json"
+    if django_tasks.exists():
+        from .report_django_tasks import section
+
+        lines += section(json.loads(django_tasks.read_text()), DOCS / "img")
     history = ROOT / "bench" / "history.md"
     if history.exists():
         lines.append(history.read_text())

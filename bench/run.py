@@ -111,20 +111,20 @@ def reset() -> None:
     MULTIPROC_DIR.mkdir(parents=True)
 
 
-def db_transactions() -> int:
+def db_transactions(name: str = DB_NAME) -> int:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (DB_NAME,)
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (name,)
         ).fetchone()
     return int(row[0]) if row else 0
 
 
-def settled_transactions() -> int:
+def settled_transactions(name: str = DB_NAME) -> int:
     """pg_stat_database is flushed asynchronously: read until it stops moving."""
-    last = db_transactions()
+    last = db_transactions(name)
     for _ in range(50):
         time.sleep(0.2)
-        now = db_transactions()
+        now = db_transactions(name)
         if now == last:
             return now
         last = now
