@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.utils import timezone
@@ -87,9 +87,30 @@ def test_aenqueue_and_aget_result(celery_worker):
         assert fetched == result
         await sync_to_async(close_connection)()  # in the thread that ran the queries
 
-    # asgiref's async_to_sync, not asyncio.run: an earlier test (Playwright's sync API) may leave this thread
-    # with a running event loop, where asyncio.run refuses to start.
-    async_to_sync(scenario)()
+    run_in_a_thread_of_its_own(scenario)
+
+
+def run_in_a_thread_of_its_own(scenario: Any) -> None:
+    """``asyncio.run(scenario())`` in a new thread: the browser tests' Playwright (its sync API, session-scoped)
+    keeps an event loop running in the main thread, where neither ``asyncio.run`` nor asgiref's
+    ``async_to_sync`` will start another. The rows are committed (``transaction=True``), so the ORM calls, run
+    by asgiref in a thread of its own, see them."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="async-scenario")
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "the async scenario did not end within 120 s"
+    if errors:
+        raise errors[0]
 
 
 def test_a_failing_task_records_its_exception_class_and_traceback(celery_worker):
