@@ -22,6 +22,10 @@ class LongTimeTaskConfig(AppConfig):
 
         # A row of a django.tasks function names it by module path: found in a process that has not imported it yet.
         LongTimeTaskRegister.add_resolver(resolver.resolve)
+        if resolver.uses_backend():
+            # Its task_ended receiver sends Django's task_finished, also in a process that has not run a Django task
+            # yet (a worker's main process after a hard time limit, the reaper's worker, a web process cancelling).
+            from .django_tasks import runner  # noqa: F401
         logs.install(conf.LOG_FORMAT)  # LONG_TIME_TASK_LOG_FORMAT; nothing unless it is set
 
         # Every installed app's tasks_definitions.py, in the web process and in the worker alike.

@@ -49,8 +49,11 @@ class TaskContext:
     """The running attempt ``attempt`` of task ``task_id``, as its handler sees it. ``owner_id`` is the pk of
     the user who submitted it (None: submitted by trusted server code)."""
 
-    def __init__(self, task_id: int, attempt: int, *, owner_id: Any = None, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, task_id: int, attempt: int, *, owner_id: Any = None, claimed: Any = None, clock: Any = time.monotonic
+    ) -> None:
         self.task_id, self.attempt, self.owner_id = task_id, attempt, owner_id
+        self.claimed = claimed  # what the claim returned (``ClaimedTask``), when the executor runs it
         self._owner: Any = _UNLOADED
         self._clock = clock
         self._last_contact = -math.inf  # the first report is written at once

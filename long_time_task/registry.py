@@ -81,6 +81,9 @@ class TaskConfig:
     # Only server code submits it (a django.tasks function without a ``permission``): no user may submit or retry
     # it through the API, the dashboard or the CLI, whatever their permissions.
     server_only: bool = False
+    # Queue and priority belong to each task, not to the type (a django.tasks function enqueued with
+    # ``.using(queue_name=..., priority=...)``): a retry or re-run keeps the original's.
+    placement_per_task: bool = False
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:

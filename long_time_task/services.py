@@ -16,7 +16,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import metrics
+from . import metrics, signals
 from .conf import conf
 from .dispatch import publish
 from .models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
@@ -360,8 +360,8 @@ def cancel_task(task_id: int, *, user: Any = None, note: str = "") -> CancelOutc
             if task.is_waiting:
                 if tasks.cancel_waiting(task.id, message=message):
                     record(task.id, AuditAction.CANCELLED, actor=user, note=note)
-                    counted = (task.task_type, task.queue, TaskState.CANCELLED, "cancelled")
-                    transaction.on_commit(functools.partial(metrics.finished, *counted))
+                    counted = (task.id, task.task_type, task.queue, TaskState.CANCELLED, "cancelled")
+                    transaction.on_commit(functools.partial(signals.ended, *counted))
                     logger.info("Task %s cancelled by %s before it started%s", task.id, who, f" ({note})" * bool(note))
                     return CancelOutcome(tasks.get(id=task.id), cancelled=True)
             elif tasks.request_cancel(task.id):
@@ -402,8 +402,17 @@ def retry_task(
         new_params = task.task_params if params is None else params
         # The requester's permission was checked above; a system retry keeps the original owner.
         # A retry by server code (user None) is not counted against the original owner's submit rate.
+        # A type whose tasks each choose their queue and priority (a django.tasks function) runs again where it ran.
+        keep = config is not None and config.placement_per_task
         new = submit(
-            task.task_type, new_params, owner=owner, retry_of=task, check_permission=False, count_rate=user is not None
+            task.task_type,
+            new_params,
+            owner=owner,
+            retry_of=task,
+            check_permission=False,
+            count_rate=user is not None,
+            queue=task.queue if keep else None,
+            priority=task.priority if keep else None,
         ).task
         note = "" if params is None or params == task.task_params else "with edited params"
         record(task.id, action, actor=user, new_task_id=new.id, note=note)

@@ -23,7 +23,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "long_time_task"
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"conf", "exceptions", "registry"}),
     ("model", {"models", "models.*"}),
-    ("core", {"services", "dispatch", "context", "retention", "pagination", "ratelimit", "tracing", "metrics"}),
+    (
+        "core",
+        {"services", "dispatch", "context", "retention", "pagination", "ratelimit", "tracing", "metrics", "signals"},
+    ),
     (
         "sides",
         {"worker", "worker.*", "api", "api.*", "admin", "cli", "management", "management.*", "dashboard", "dashboard.*"}

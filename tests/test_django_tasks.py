@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from celery import current_app
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from long_time_task import dispatch
+from long_time_task import dispatch, services
 from long_time_task.django_tasks import resolver
 from long_time_task.django_tasks.backend import LongTimeTaskBackend, broker_priority, owned_by
 from long_time_task.django_tasks.compat import (
@@ -29,12 +30,16 @@ from long_time_task.django_tasks.compat import (
     task,
     task_backends,
     task_enqueued,
+    task_finished,
 )
 from long_time_task.django_tasks.definition import TrackedTask
 from long_time_task.django_tasks.definition import task as tracked_task
 from long_time_task.django_tasks.results import exception_path
-from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.models import AttemptCause, LongTimeTask, TaskState
 from long_time_task.registry import LongTimeTaskRegister
+from long_time_task.signals import task_ended
+from long_time_task.worker import recovery
+from long_time_task.worker.executor import Executor
 from tests.conftest import token_client
 from tests.testapp import jobs
 
@@ -291,3 +296,147 @@ def test_exception_path_reads_the_last_exception_of_a_traceback():
     assert exception_path("", "timeout") == "celery.exceptions.TimeLimitExceeded"
     assert exception_path("", "worker_lost") == "billiard.exceptions.WorkerLostError"
     assert exception_path("", "unknown_task_type") == "long_time_task.exceptions.TaskError"
+
+
+# ---------------------------------------------------------------- an attempt, and the signals of its end
+
+
+@pytest.fixture
+def finished_results() -> Any:
+    """The results ``task_finished`` sends in this process, in order."""
+    sent: list[Any] = []
+
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        sent.append(task_result)
+
+    task_finished.connect(receiver, dispatch_uid="tests.finished_results")
+    yield sent
+    task_finished.disconnect(dispatch_uid="tests.finished_results")
+
+
+def test_an_attempt_costs_the_executors_two_statements_its_result_built_from_the_claim(finished_results):
+    """No SELECT of the row for the TaskResult that task_started and the context carry: the claim's
+    ``UPDATE ... RETURNING`` returns what it needs. Django: test_tasks.TaskTestCase.test_takes_context
+    (the context's result), test_immediate_backend.ImmediateBackendTestCase.test_enqueue_task (timestamps,
+    worker ids, attempts while it runs)."""
+    result = jobs.describes_its_result.using(queue_name="heavy", priority=40).enqueue("a", b=1)
+    with CaptureQueriesContext(connection) as captured:
+        assert Executor(worker="w@host").run(int(result.id), 1) == "finished"
+    assert [q["sql"].split()[0].upper() for q in captured.captured_queries] == ["UPDATE", "UPDATE"]
+    row = LongTimeTask.objects.get(id=int(result.id))
+    assert row.result == {
+        "id": result.id,
+        "status": "RUNNING",
+        "enqueued_at": row.create_at.isoformat(),
+        "started_at": row.start_at.isoformat(),
+        "last_attempted_at": row.claimed_at.isoformat(),
+        "worker_ids": ["w@host"],
+        "attempts": 1,
+        "args": ["a"],
+        "kwargs": {"b": 1},
+        "queue_name": "heavy",
+        "priority": 40,
+    }
+    [sent] = finished_results  # in this process: the one that ran it
+    assert sent.id == result.id and sent.status == TaskResultStatus.SUCCESSFUL
+    assert sent.return_value == row.result
+
+
+def claimed(result: Any, worker: str = "w@host") -> int:
+    task_id = int(result.id)
+    assert LongTimeTask.objects.claim(task_id, attempt=1, worker=worker, lease=30) is not None
+    return task_id
+
+
+def test_a_cancel_before_it_started_sends_task_finished_from_the_canceller(
+    finished_results, django_capture_on_commit_callbacks
+):
+    result = jobs.noop_task.enqueue()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.cancel_task(int(result.id))
+        assert finished_results == []  # after the commit, not before
+    [sent] = finished_results
+    assert (sent.id, sent.status, sent.attempts) == (result.id, TaskResultStatus.FAILED, 0)
+    assert [e.exception_class_path for e in sent.errors] == ["long_time_task.context.TaskCancelled"]
+
+
+def test_a_recovery_that_gives_up_sends_task_finished_where_it_ran(finished_results):
+    """The reaper or the worker's main process fails the attempt of a dead worker: task_finished is sent there,
+    once, with the result read from the row; a second recovery of the same attempt sends nothing."""
+    result = jobs.kills_its_process.enqueue()  # max_retries=0: the recovery fails it (never called here)
+    task_id = claimed(result)
+    assert recovery.recover_attempt(task_id, 1, AttemptCause.WORKER_LOST) == "failed"
+    assert recovery.recover_attempt(task_id, 1, AttemptCause.LEASE_EXPIRED) == "skipped"
+    [sent] = finished_results
+    assert (sent.id, sent.status, sent.worker_ids) == (result.id, TaskResultStatus.FAILED, ["w@host"])
+    assert [e.exception_class_path for e in sent.errors] == ["billiard.exceptions.WorkerLostError"]
+
+
+def test_a_hard_time_limit_sends_task_finished_from_the_main_process(finished_results):
+    result = jobs.ignores_its_soft_limit.enqueue(30)
+    task_id = claimed(result)
+    assert Executor.fail_on_hard_time_limit(task_id, 1, 2.0)
+    assert not Executor.fail_on_hard_time_limit(task_id, 1, 2.0)
+    [sent] = finished_results
+    assert [e.exception_class_path for e in sent.errors] == ["celery.exceptions.TimeLimitExceeded"]
+
+
+def test_task_ended_is_sent_once_per_terminal_write_with_its_attempt():
+    ended: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        ended.append({k: kwargs[k] for k in ("task_id", "task_type", "queue", "state", "error_code", "attempt")})
+
+    task_ended.connect(receiver, dispatch_uid="tests.task_ended")
+    try:
+        ok = jobs.noop_task.enqueue()
+        bad = jobs.failing_task_value_error.using(queue_name="heavy").enqueue()
+        for result in (ok, bad):
+            assert Executor(worker="w").run(int(result.id), 1) in ("finished", "failed")
+            assert Executor(worker="w").run(int(result.id), 1) == "skipped"  # a duplicate message: no second end
+    finally:
+        task_ended.disconnect(dispatch_uid="tests.task_ended")
+    assert ended == [
+        {
+            "task_id": int(ok.id),
+            "task_type": jobs.noop_task.module_path,
+            "queue": "default",
+            "state": "FINISHED",
+            "error_code": "",
+            "attempt": 1,
+        },
+        {
+            "task_id": int(bad.id),
+            "task_type": jobs.failing_task_value_error.module_path,
+            "queue": "heavy",
+            "state": "FAILED",
+            "error_code": "handler_error",
+            "attempt": 1,
+        },
+    ]
+
+
+def test_a_task_ended_receiver_that_raises_changes_no_outcome(caplog):
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a broken receiver")
+
+    task_ended.connect(receiver, dispatch_uid="tests.broken")
+    try:
+        result = jobs.noop_task.enqueue()
+        assert Executor(worker="w").run(int(result.id), 1) == "finished"
+    finally:
+        task_ended.disconnect(dispatch_uid="tests.broken")
+    assert LongTimeTask.objects.get(id=int(result.id)).state == TaskState.FINISHED
+    assert any("task_ended receiver" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_a_retry_runs_where_the_original_ran_with_its_priority():
+    """A django task's queue and priority are its own (``.using()``), not its type's: a retry or re-run through
+    the dashboard, the API or the CLI keeps them. A registered type's retry takes the type's (test_api)."""
+    result = jobs.noop_task.using(queue_name="heavy", priority=60).enqueue()
+    services.cancel_task(int(result.id))
+    new = services.retry_task(int(result.id))
+    assert (new.queue, new.priority) == ("heavy", broker_priority(60))
+    assert new.task_params["priority"] == 60
+    again = default_task_backend.get_result(str(new.id))
+    assert (again.task.queue_name, again.task.priority) == ("heavy", 60)

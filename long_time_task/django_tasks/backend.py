@@ -163,6 +163,7 @@ class LongTimeTaskBackend(BaseTaskBackend):
                 retryable_exceptions=tuple(retry_on),
                 permission=permission,
                 server_only=permission is None,
+                placement_per_task=True,
                 **options,
             )
         except (RegistryError, TypeError) as exc:

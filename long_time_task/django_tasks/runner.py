@@ -3,9 +3,14 @@
 The executor runs it like any handler (claim, lease, time limits, retries, progress, cancel, one outcome): it gets
 ``(task_id, params, context)`` and calls the function with ``params["args"]`` and ``params["kwargs"]``, the Django
 ``TaskContext`` first if the task ``takes_context``. ``task_started`` is sent here, before the function runs, with
-the result read from the row (one SELECT per attempt); ``task_finished`` once the executor has written the row's
-outcome (Celery's ``task_postrun``, in the same worker process), so a receiver that reads the result sees it.
-An attempt that will be retried sends no ``task_finished``: its result is READY again.
+the result built from what the claim returned (no query on a first attempt; the attempt history's one after).
+
+``task_finished`` is sent from the library's ``task_ended`` signal: once per task, by the process whose write
+ended it, after that write. When the executor ends it, that is the worker process that ran the function, and the
+result carries its return value or exception; when something else does (a recovery that gives up, a hard time
+limit in the worker's main process, a revoke, a cancel before it started), the result is read from the row
+there (one SELECT, only when a receiver listens). An attempt that will be retried sends no ``task_finished``:
+its result is READY again.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import traceback as tb
 from typing import TYPE_CHECKING, Any
 
 from celery import signals
+from django.dispatch import receiver
 from django.utils import timezone
 
 from ..context import TaskContext as TrackedContext
 from ..dispatch import EXECUTOR_TASK
-from ..models import LongTimeTask
+from ..models import LongTimeTask, TaskState
+from ..registry import LongTimeTaskRegister
+from ..signals import task_ended
 from .compat import (
     TaskContext,
     TaskError,
@@ -29,7 +37,7 @@ from .compat import (
     task_finished,
     task_started,
 )
-from .results import result_from_row
+from .results import error_of, result_from_row
 
 if TYPE_CHECKING:
     from .compat import AnyResult, AnyTask
@@ -92,7 +100,7 @@ class TaskRunner:
         if context is None:  # the executor passes it: the signature names it
             raise TypeError("a Django task runs with its context")
         task = self.task
-        row = LongTimeTask.objects.filter(id=task_id).first()
+        row = claimed_row(task_id, params, context)
         if row is None:  # deleted while it ran (a purge): nothing to report
             raise LookupError(f"Task {task_id} is gone")
         result = result_from_row(task, row, self.alias)
@@ -115,29 +123,70 @@ class TaskRunner:
         return value
 
 
-@signals.task_postrun.connect(dispatch_uid="long_time_task.django_tasks.finished")
+def claimed_row(task_id: int, params: dict[str, Any], context: TrackedContext) -> LongTimeTask | None:
+    """The row as the claim left it, built from what the claim returned (``context.claimed``); read from the
+    database when the handler runs without a claim (a test calling it directly)."""
+    claimed = context.claimed
+    if claimed is None:
+        return LongTimeTask.objects.filter(id=task_id).first()
+    return LongTimeTask(
+        id=task_id,
+        task_type=claimed.task_type,
+        task_params=params,
+        celery_task_id=claimed.celery_task_id,
+        queue=claimed.queue,
+        priority=claimed.priority,
+        owner_id=claimed.owner_id,
+        state=TaskState.RUNNING,
+        attempts=context.attempt,
+        create_at=claimed.create_at,
+        start_at=claimed.start_at,
+        claimed_at=claimed.claimed_at,
+        worker=claimed.worker,
+    )
+
+
+@receiver(task_ended, dispatch_uid="long_time_task.django_tasks.finished")
 def _send_finished(
-    sender: Any = None, args: Any = None, retval: Any = None, state: str | None = None, **kwargs: Any
+    sender: Any = None,
+    task_id: int = 0,
+    task_type: str = "",
+    state: str = "",
+    error_code: str = "",
+    attempt: int | None = None,
+    **kwargs: Any,
 ) -> None:
-    # In the worker process that ran the attempt, after the executor wrote the row's outcome.
-    if getattr(sender, "name", None) != EXECUTOR_TASK or not args:
-        return
-    running = _running.pop((int(args[0]), int(args[1]) if len(args) > 1 else 1), None)
-    if running is None or state == "RETRY":
+    running = _running.pop((task_id, attempt), None) if attempt is not None else None
+    if running is None:
+        _send_finished_from_row(task_id, task_type)
         return
     result = running.result
-    if state == "SUCCESS":
-        if retval != "finished":  # the row had moved on (cancelled hard, recovered elsewhere): not this attempt's
-            return
+    if state == TaskState.FINISHED:
         set_field(result, "_return_value", running.return_value)
         status = TaskResultStatus.SUCCESSFUL
     else:
-        error = running.error
-        if error is None and isinstance(retval, BaseException):  # it failed without running (an unknown type)
-            error = error_from(retval)
-        if error is not None:
-            result.errors.append(error)
+        # The function's exception; else what stopped it (a cancel it did not raise for, a result that JSON
+        # can't hold, a type unknown in this worker).
+        result.errors.append(running.error or error_of("", error_code, ""))
         status = TaskResultStatus.FAILED
     set_field(result, "finished_at", timezone.now())
     set_field(result, "status", status)
     task_finished.send(sender=running.sender, task_result=result)
+
+
+def _send_finished_from_row(task_id: int, task_type: str) -> None:
+    """A Django task ended outside the process that ran its attempt: its result, read from the row."""
+    config = LongTimeTaskRegister.get_task(task_type)
+    runner = config.handler if config is not None else None
+    if not isinstance(runner, TaskRunner) or not task_finished.has_listeners(runner.sender):
+        return
+    row = LongTimeTask.objects.filter(id=task_id).first()
+    if row is not None:
+        task_finished.send(sender=runner.sender, task_result=result_from_row(runner.task, row, runner.alias))
+
+
+@signals.task_postrun.connect(dispatch_uid="long_time_task.django_tasks.forget")
+def _forget(sender: Any = None, args: Any = None, **kwargs: Any) -> None:
+    # The attempt is over in this process: an entry still here was retried or lost its row (no task_ended here).
+    if getattr(sender, "name", None) == EXECUTOR_TASK and args:
+        _running.pop((int(args[0]), int(args[1]) if len(args) > 1 else 1), None)

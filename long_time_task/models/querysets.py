@@ -39,7 +39,18 @@ if TYPE_CHECKING:
 class ClaimedTask:
     """What a worker learns from a successful claim."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("task_type", "task_params", "celery_task_id", "queue", "priority", "owner_id")
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "task_type",
+        "task_params",
+        "celery_task_id",
+        "queue",
+        "priority",
+        "owner_id",
+        "create_at",
+        "start_at",
+        "claimed_at",
+        "worker",
+    )
 
     id: int
     task_type: str
@@ -48,6 +59,12 @@ class ClaimedTask:
     queue: str
     priority: int
     owner_id: int | None  # for the handler's context: who submitted it (None: trusted server code)
+    # What the row says of this attempt once claimed, for a handler that describes it (the django.tasks backend's
+    # TaskResult) without reading the row again: the same UPDATE ... RETURNING, no extra round trip.
+    create_at: datetime
+    start_at: datetime  # the first attempt's start
+    claimed_at: datetime  # this attempt's
+    worker: str
     waited: float | None = None  # seconds from when the attempt was due to the claim (a timed claim only)
 
 

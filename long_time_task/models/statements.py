@@ -19,21 +19,30 @@ from django.utils import timezone
 if TYPE_CHECKING:
     from . import LongTimeTask
 
-_CONVERTERS: dict[tuple[str, ...], list[Any]] = {}
+_CONVERTERS: dict[tuple[tuple[str, ...], str], list[tuple[Any, list[Any]]]] = {}
 
 
 def convert_returned(row: Sequence[Any], fields: Sequence[str], db: str) -> tuple[Any, ...]:
-    """Values from ``RETURNING``, converted as the ORM would (JSON decoded, ...)."""
-    key = tuple(fields)
+    """Values from ``RETURNING``, converted as the ORM converts a SELECT's: the backend's converters (SQLite's
+    datetimes, ...), then the field's (JSON decoded, ...), found once per database and column list."""
+    connection = connections[db]
+    key = (tuple(fields), db)
     converters = _CONVERTERS.get(key)
     if converters is None:
         meta = LongTimeTaskModel().meta
-        converters = _CONVERTERS[key] = [getattr(meta.get_field(name), "from_db_value", None) for name in fields]
-    connection = connections[db]
-    return tuple(
-        convert(value, None, connection) if convert is not None and value is not None else value
-        for convert, value in zip(converters, row, strict=True)
-    )
+        converters = []
+        for name in fields:
+            column = meta.get_field(name).get_col(meta.db_table)
+            converters.append(
+                (column, [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)])
+            )
+        _CONVERTERS[key] = converters
+    converted = []
+    for (column, functions), value in zip(converters, row, strict=True):
+        for convert in functions:
+            value = convert(value, column, connection)
+        converted.append(value)
+    return tuple(converted)
 
 
 def _unwrap(value: Any) -> Any:

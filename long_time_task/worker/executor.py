@@ -13,7 +13,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DataError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from .. import metrics
+from .. import metrics, signals
 from ..conf import conf
 from ..context import TaskCancelled, TaskContext, activate, deactivate
 from ..dispatch import publish
@@ -120,7 +120,7 @@ class Executor:
             return self._fail(task_id, attempt, message, ErrorCode.UNKNOWN_TASK_TYPE)
 
         logger.info("Running task %s (%s), attempt %s", task_id, task_type, attempt, extra=self.log_fields())
-        context = TaskContext(task_id, attempt, owner_id=claimed.owner_id)
+        context = TaskContext(task_id, attempt, owner_id=claimed.owner_id, claimed=claimed)
         step("run", task_type=task_type)
         token = activate(context)
         try:
@@ -174,7 +174,7 @@ class Executor:
                 extra["duration_ms"],
                 extra=extra,
             )
-            metrics.finished(*self.labels, TaskState.FINISHED, runtime=self.runtime())
+            signals.ended(task_id, *self.labels, TaskState.FINISHED, attempt=attempt, runtime=self.runtime())
             return "finished"
         logger.warning(
             "Task %s finished, but its row had already left RUNNING; result dropped",
@@ -191,7 +191,9 @@ class Executor:
             logger.warning(
                 "Task %s cancelled while running (attempt %s)", task_id, attempt, extra=self.log_fields("cancelled")
             )
-            metrics.finished(*self.labels, TaskState.CANCELLED, ErrorCode.CANCELLED, runtime=self.runtime())
+            signals.ended(
+                task_id, *self.labels, TaskState.CANCELLED, ErrorCode.CANCELLED, attempt=attempt, runtime=self.runtime()
+            )
             return "cancelled"
         logger.warning(
             "Task %s attempt %s stopped: its row had already moved on",
@@ -285,7 +287,7 @@ class Executor:
                 message,
                 extra={**extra, "error_code": code},
             )
-            metrics.finished(*self.labels, TaskState.FAILED, code, runtime=self.runtime())
+            signals.ended(task_id, *self.labels, TaskState.FAILED, code, attempt=attempt, runtime=self.runtime())
             return "failed"
         logger.warning(
             "Task %s failed, but its row had already left RUNNING", task_id, extra=self.log_fields("skipped")
@@ -306,16 +308,16 @@ class Executor:
             code=ErrorCode.TIMEOUT,
         )
         if failed:
-            count_terminal(task_id, TaskState.FAILED, ErrorCode.TIMEOUT)
+            count_terminal(task_id, TaskState.FAILED, ErrorCode.TIMEOUT, attempt=attempt)
         return bool(failed)
 
 
-def count_terminal(task_id: int, state: str, error_code: str) -> None:
-    """Count a terminal transition made outside the executor's run, where the row's type and queue are not at
-    hand: one more read, on these rare paths only (a hard time limit, an enforced cancel), and only with metrics
-    on."""
-    if not conf.METRICS:
+def count_terminal(task_id: int, state: str, error_code: str, *, attempt: int | None = None) -> None:
+    """Count and announce (``signals.ended``) a terminal transition made outside the executor's run, where the
+    row's type and queue are not at hand: one more read, on these rare paths only (a hard time limit, an enforced
+    cancel), and only when metrics are on or something listens to ``task_ended``."""
+    if not conf.METRICS and not signals.task_ended.has_listeners(LongTimeTask):
         return
     labels = LongTimeTask.objects.filter(id=task_id).values_list("task_type", "queue").first()
     if labels is not None:
-        metrics.finished(labels[0], labels[1], state, error_code)
+        signals.ended(task_id, labels[0], labels[1], state, error_code, attempt=attempt)

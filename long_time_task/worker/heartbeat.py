@@ -91,7 +91,7 @@ def enforce_cancels(grace: float, worker: str) -> list[int]:
         except ProcessLookupError:
             pass
         record(task_id, AuditAction.CANCEL_ENFORCED, actor=None, note=f"pid {pid}")
-        count_terminal(task_id, TaskState.CANCELLED, "cancelled")
+        count_terminal(task_id, TaskState.CANCELLED, "cancelled", attempt=attempt)
         logger.warning(
             "Task %s did not stop within %gs of its cancel request: killed its process %s", task_id, grace, pid
         )

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from .. import metrics
+from .. import metrics, signals
 from ..conf import conf
 from ..dispatch import publish
 from ..models import AttemptCause, LongTimeTask, TaskState
@@ -43,7 +43,7 @@ def recover_attempt(task_id: int, attempt: int, cause: str) -> str:
         metrics.recovered(row.task_type, row.queue, cause)
         if outcome in TERMINAL_OUTCOMES:
             state, code = TERMINAL_OUTCOMES[outcome]
-            metrics.finished(row.task_type, row.queue, state, code)
+            signals.ended(task_id, row.task_type, row.queue, state, code, attempt=attempt)
     return outcome
 
 
@@ -135,7 +135,7 @@ def dispatch_due_tasks() -> int:
             message = f"Task type {task.task_type!r} is not registered"
             code = ErrorCode.UNKNOWN_TASK_TYPE
             if LongTimeTask.objects.fail(task.id, attempt=None, message=message, code=code):
-                metrics.finished(task.task_type, task.queue, TaskState.FAILED, code)
+                signals.ended(task.id, task.task_type, task.queue, TaskState.FAILED, code)
             continue
         backoff = conf.REDISPATCH_AFTER * 2 ** min(task.dispatch_count, 6)
         if not LongTimeTask.objects.postpone_dispatch(

@@ -20,10 +20,11 @@ from celery import Task, shared_task, signals
 from celery.exceptions import Retry, TimeLimitExceeded
 from django.db import close_old_connections, connection
 
-from .. import metrics, services
+from .. import services
 from ..conf import conf
 from ..dispatch import EXECUTOR_TASK
 from ..models import AttemptCause, LongTimeTask, TaskState
+from ..signals import ended
 from ..tracing import traced_attempt
 from . import recovery
 from .executor import Executor
@@ -235,7 +236,7 @@ def _on_revoked(
         message = "The task was cancelled: a Celery revoke terminated it while it ran."
         if LongTimeTask.objects.finish_cancelled(task_id, attempt=attempt, message=message):
             labels = LongTimeTask.objects.filter(id=task_id).values_list("task_type", "queue").first() or ("", "")
-            metrics.finished(*labels, TaskState.CANCELLED, "cancelled")
+            ended(task_id, *labels, TaskState.CANCELLED, "cancelled", attempt=attempt)
             logger.warning("Task %s cancelled: %s", task_id, note, extra={**fields, "outcome": "cancelled"})
             return
     state = "cancelled" if outcome.cancelled else "cancel requested (it is running)"

@@ -223,7 +223,7 @@ def test_signals_fire_in_order_from_the_processes_where_things_happen(start_work
         text = signals.read_text() if signals.exists() else ""
         return text.splitlines() if text.count("task_finished") == 2 else None
 
-    logged = wait_for(lines, timeout=30, what="the worker's signals")
+    logged = [line.rsplit(" ", 1)[0] for line in wait_for(lines, timeout=30, what="the worker's signals")]
     assert [line for line in logged if f" {ok.id} " in line] == [
         f"task_started {ok.id} RUNNING 1 -",
         f"task_finished {ok.id} SUCCESSFUL 1 -",
@@ -232,6 +232,49 @@ def test_signals_fire_in_order_from_the_processes_where_things_happen(start_work
         f"task_started {failed.id} RUNNING 1 -",
         f"task_finished {failed.id} FAILED 1 builtins.ValueError",
     ]
+
+
+def signals_of(path: Any, result: Any, count: int) -> list[tuple[str, str, str, str, int]]:
+    """The django.tasks signals a worker sent for ``result`` (``LTT_TEST_SIGNALS_FILE``): (signal, status,
+    attempts, errors, pid), once ``count`` of them are there."""
+
+    def lines() -> list[list[str]] | None:
+        text = path.read_text() if path.exists() else ""
+        found = [line.split() for line in text.splitlines() if line.split()[1] == result.id]
+        return found if len(found) >= count else None
+
+    found = wait_for(lines, timeout=30, what=f"{count} signals of task {result.id}")
+    return [(name, status, attempts, errors, int(pid)) for name, _, status, attempts, errors, pid in found]
+
+
+@pytest.mark.parametrize(
+    ("job", "error"),
+    [
+        (jobs.ignores_its_soft_limit, "celery.exceptions.TimeLimitExceeded"),
+        (jobs.kills_its_process, "billiard.exceptions.WorkerLostError"),
+    ],
+    ids=["hard-time-limit", "worker-lost"],
+)
+def test_an_attempt_ended_by_the_workers_main_process_sends_task_finished_from_there(
+    start_worker, tmp_path, job, error
+):
+    """The child process running the function is killed (its hard time limit; the OOM killer): the worker's main
+    process writes the outcome, and sends ``task_finished`` itself, once, after the child's ``task_started``.
+    Django: test_immediate_backend.ImmediateBackendTestCase.test_failed_logs (started, then finished FAILED)."""
+    path = tmp_path / "signals.log"
+    worker = start_worker(queues="operate", LTT_TEST_SIGNALS_FILE=str(path))
+    result = job.using(queue_name="operate").enqueue(*([30] if job is jobs.ignores_its_soft_limit else []))
+    finished(result)
+    assert result.status == TaskResultStatus.FAILED
+    assert [e.exception_class_path for e in result.errors] == [error]
+    sent = signals_of(path, result, 2)
+    assert [sent[0][:4], sent[1][:4]] == [
+        ("task_started", "RUNNING", "1", "-"),
+        ("task_finished", "FAILED", "1", error),
+    ]
+    assert sent[1][4] == worker.process.pid != sent[0][4]  # the main process; the child sent task_started
+    worker.stop()  # every signal it would send is in the file: still exactly two
+    assert len(signals_of(path, result, 2)) == 2
 
 
 def test_cancel_through_the_service_door_fails_the_result(celery_worker, tmp_path):

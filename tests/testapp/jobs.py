@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from long_time_task.django_tasks.compat import TaskContext, task, task_enqueued, task_finished, task_started
 from long_time_task.django_tasks.definition import task as tracked_task
@@ -108,19 +111,58 @@ def sleeps_too_long(seconds: float) -> None:
     time.sleep(seconds)
 
 
+@tracked_task(timeout=2, soft_timeout=1)
+def ignores_its_soft_limit(seconds: float) -> None:
+    """Killed by its hard time limit: it swallows the soft one and sleeps on."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            pass
+
+
+@tracked_task(max_retries=0)
+def kills_its_process() -> None:
+    """Its worker process dies (as of the OOM killer) and, with no retries, the task fails."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@tracked_task(takes_context=True)
+def describes_its_result(context: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """What the context's TaskResult says while it runs."""
+    result = context.task_result
+    return {
+        "id": result.id,
+        "status": str(result.status),
+        "enqueued_at": result.enqueued_at.isoformat(),
+        "started_at": result.started_at.isoformat(),
+        "last_attempted_at": result.last_attempted_at.isoformat(),
+        "worker_ids": list(result.worker_ids),
+        "attempts": result.attempts,
+        "args": list(result.args),
+        "kwargs": dict(result.kwargs),
+        "queue_name": result.task.queue_name,
+        "priority": result.task.priority,
+    }
+
+
 @tracked_task(kwargs_schema={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
 def needs_n(*, n: int) -> int:
     return n * 2
 
 
 # A worker started with LTT_TEST_SIGNALS_FILE writes one line per django.tasks signal it sends (in the order sent):
-# "<signal> <result id> <status> <attempts> <errors>".
+# "<signal> <result id> <status> <attempts> <errors> <pid of the process that sent it>".
 def _record_signal(signal_name: str) -> Any:
     def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
         path = os.environ.get("LTT_TEST_SIGNALS_FILE")
         if path:
             errors = ",".join(error.exception_class_path for error in task_result.errors)
-            line = f"{signal_name} {task_result.id} {task_result.status} {task_result.attempts} {errors or '-'}\n"
+            line = (
+                f"{signal_name} {task_result.id} {task_result.status} {task_result.attempts} {errors or '-'} "
+                f"{os.getpid()}\n"
+            )
             with open(path, "a") as file:
                 file.write(line)
 
