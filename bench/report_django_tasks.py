@@ -140,4 +140,30 @@ def section(report: dict[str, Any], img: Path) -> list[str]:
         lines.append(
             "\nThe ratio is each repetition's rate over raw Celery's in the same repetition, median (min–max).\n"
         )
+    lines += verdict(report)
+    return lines
+
+
+def verdict(report: dict[str, Any], ours: str = "ltt") -> list[str]:
+    """This backend against each other one, workload by workload: rate, CPU per task and p50 latency, as ratios
+    of the medians (above 1: this backend has more of it), and whether it is ahead on all three."""
+    lines: list[str] = []
+    for workload, title in report["workloads"].items():
+        rows = report["summary"].get(workload, {})
+        if ours not in rows:
+            continue
+        for peer in (s for s in report["labels"] if s not in (ours, BASELINE) and s in rows):
+            a, b = rows[ours], rows[peer]
+            rate = a["e2e_rate"]["median"] / b["e2e_rate"]["median"]
+            cpu = a["cpu_per_1000"]["median"] / b["cpu_per_1000"]["median"]
+            p50 = a["latency_p50_ms"]["median"] / b["latency_p50_ms"]["median"]
+            ahead = [name for name, better in (("rate", rate > 1), ("CPU", cpu < 1), ("latency", p50 < 1)) if better]
+            lines.append(
+                f"- {title}, against {short(report, peer)}: {rate:.2f}× the rate, {cpu:.2f}× the CPU per task, "
+                f"{p50:.2f}× the p50 latency; ahead on {', '.join(ahead) if ahead else 'none of the three'}\n"
+            )
+    if lines:
+        lines.insert(
+            0, f"\nThis backend against each of the others, ratios of the medians ({short(report, ours)} / other):\n\n"
+        )
     return lines
