@@ -323,6 +323,9 @@ LONG_TIME_TASK_CANCEL_GRACE_SECONDS = float(env_str("LONG_TIME_TASK_CANCEL_GRACE
 LONG_TIME_TASK_ETA_MAX_SECONDS = float(env_str("LONG_TIME_TASK_ETA_MAX_SECONDS", "300"))
 LONG_TIME_TASK_RETENTION_DAYS = float(env_str("LONG_TIME_TASK_RETENTION_DAYS", "0")) or None
 LONG_TIME_TASK_PURGE_INTERVAL = float(env_str("LONG_TIME_TASK_PURGE_INTERVAL", "3600"))
+# Schedules (docs/schedules.md): how often beat sends the scheduler's tick, and the shortest interval allowed.
+LONG_TIME_TASK_SCHEDULER_INTERVAL = float(env_str("LONG_TIME_TASK_SCHEDULER_INTERVAL", "1"))
+LONG_TIME_TASK_SCHEDULE_MIN_INTERVAL = env_int("LONG_TIME_TASK_SCHEDULE_MIN_INTERVAL", 60)
 # The dashboard's live updates (docs/dashboard.md): how long one event stream lasts before the browser
 # reconnects, how often the shared poller reads the watched rows, a switch (off: 503, the pages poll), the
 # streams per user and web process, and the streams one WSGI process serves at once (each holds a thread).
@@ -426,6 +429,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "long_time_task.dispatch_due_tasks",
         "schedule": LONG_TIME_TASK_SWEEP_INTERVAL,
         "options": _MAINTENANCE,
+    },
+    # Creates the runs of the due schedules; a tick that waited longer than the next one's interval is dropped.
+    "long-time-task-scheduler": {
+        "task": "long_time_task.run_schedules",
+        "schedule": LONG_TIME_TASK_SCHEDULER_INTERVAL,
+        "options": {**_MAINTENANCE, "expires": LONG_TIME_TASK_SCHEDULER_INTERVAL},
     },
     # Deletes finished tasks past their retention (nothing, unless a retention is set).
     "long-time-task-purge": {

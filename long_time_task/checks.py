@@ -86,20 +86,31 @@ def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[War
 
 @register()
 def check_maintenance_scheduled(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    from .schedules.scheduler import SCHEDULER_TASK
     from .worker.recovery import REAPER_TASK, SWEEPER_TASK
 
     schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", None) or {}
     scheduled = {entry.get("task") for entry in schedule.values() if isinstance(entry, dict)}
     missing = [name for name in (REAPER_TASK, SWEEPER_TASK) if name not in scheduled]
+    warnings = []
+    if SCHEDULER_TASK not in scheduled:
+        warnings.append(
+            Warning(
+                f"Celery beat does not run {SCHEDULER_TASK}: schedules never run.",
+                hint="Add it to CELERY_BEAT_SCHEDULE (see demo/settings.py), every second or so.",
+                id="long_time_task.W008",
+            )
+        )
     if not missing:
-        return []
+        return warnings
     return [
+        *warnings,
         Warning(
             f"Celery beat does not run {', '.join(missing)}: tasks of a lost worker stay RUNNING, and tasks whose "
             "publish failed stay PENDING.",
             hint="Add them to CELERY_BEAT_SCHEDULE (see demo/settings.py) and run `celery -A <project> beat`.",
             id="long_time_task.W003",
-        )
+        ),
     ]
 
 

@@ -160,7 +160,16 @@ class Conf:
         float,
         "how often a worker process lets Django check its database connection (`CONN_MAX_AGE`, health check)",
     )
-    MAINTENANCE_BATCH = Setting(500, int, "rows the reaper and the sweeper handle per run")
+    MAINTENANCE_BATCH = Setting(
+        500, int, "rows the reaper and the sweeper handle per run, and due schedules the scheduler per tick"
+    )
+    SCHEDULE_MISFIRE_GRACE = Setting(
+        60.0,
+        float,
+        "a schedule's due time is on time while the scheduler finds it less than this many seconds late; an older one "
+        "is a missed run, handled by the schedule's misfire policy",
+    )
+    SCHEDULE_MIN_INTERVAL = Setting(60, int, "the shortest `interval_seconds` a schedule may have")
     PROGRESS_INTERVAL = Setting(
         1.0, float, "seconds between two progress writes of one task (also how often `check_cancelled` reads)"
     )

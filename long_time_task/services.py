@@ -188,6 +188,8 @@ def submit(
     queue: str | None = None,
     priority: int | None = None,
     enqueued: Callable[[LongTimeTask], None] | None = None,
+    schedule: Any = None,
+    scheduled_for: datetime | None = None,
 ) -> Submission:
     """Validate, write the row once, and publish it after the transaction commits.
 
@@ -205,6 +207,9 @@ def submit(
     ``queue`` and ``priority`` (1..10) override the type's for this task (the django.tasks backend's
     ``queue_name`` and priority); ``enqueued(task)`` is called once the row is committed, just before it is
     published (the backend's ``task_enqueued`` signal).
+
+    ``schedule`` and ``scheduled_for``: the row is that schedule's run for that due time (the scheduler's);
+    a second row for the same pair fails the insert (IntegrityError), which the scheduler expects.
     """
     params = {} if params is None else params
     owner = owner if owner is not None and getattr(owner, "is_authenticated", False) else None
@@ -244,6 +249,8 @@ def submit(
         "retry_of": retry_of,
         "traceparent": traceparent(),  # "" unless tracing is on
     }
+    if schedule is not None:  # other submits keep their column set (and their compiled INSERT)
+        fields.update(schedule=schedule, scheduled_for=scheduled_for)
     try:
         if idempotency_key is None:
             # One INSERT, in its own implicit transaction (no BEGIN/COMMIT round trips), or in the caller's: then

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "sides",
         {"worker", "worker.*", "api", "api.*", "admin", "cli", "management", "management.*", "dashboard", "dashboard.*"}
         | {"observability", "observability.*", "tasks_definitions", "timezones", "security", "metrics.*"}
-        | {"django_tasks", "django_tasks.*"},
+        | {"django_tasks", "django_tasks.*", "schedules", "schedules.*"},
     ),
     ("wiring", {"", "apps", "checks"}),
 ]

@@ -104,6 +104,18 @@ class LongTimeTask(models.Model):
     traceparent = models.CharField(
         max_length=64, blank=True, default="", db_default="", editable=False, verbose_name=_("trace")
     )
+    # A run of a schedule: which one, and the due time it is for (both NULL for every other task). The unique
+    # constraint on the pair is what makes a due time run once, whatever runs the schedulers.
+    schedule = models.ForeignKey(
+        "long_time_task.Schedule",
+        null=True,
+        blank=True,
+        db_index=False,  # the unique constraint's index leads with it
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        verbose_name=_("schedule"),
+    )
+    scheduled_for = models.DateTimeField(null=True, blank=True, verbose_name=_("scheduled for"))
 
     objects: ClassVar[LongTimeTaskQuerySet] = LongTimeTaskQuerySet.as_manager()  # type: ignore[assignment]
 
@@ -129,6 +141,12 @@ class LongTimeTask(models.Model):
                 fields=["owner", "idempotency_key"],
                 condition=models.Q(idempotency_key__isnull=False),
                 name="ltt_owner_idempotency_key",
+            ),
+            # One run per (schedule, due time). NULLs never collide: tasks that are not runs have no entry.
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"],
+                condition=models.Q(schedule__isnull=False),
+                name="ltt_schedule_due_time",
             ),
         ]
         permissions = [("view_all_tasks", _("Can view every user's tasks"))]
@@ -301,4 +319,6 @@ class ApiToken(models.Model):
         return token, raw
 
 
+from .schedules import MisfirePolicy as MisfirePolicy  # noqa: E402
+from .schedules import Schedule as Schedule  # noqa: E402
 from .workers import WorkerHeartbeat as WorkerHeartbeat  # noqa: E402 - after the models it does not need

@@ -24,6 +24,7 @@ from .. import services
 from ..conf import conf
 from ..dispatch import EXECUTOR_TASK
 from ..models import AttemptCause, LongTimeTask, TaskState
+from ..schedules.scheduler import SCHEDULER_TASK, tick
 from ..signals import ended
 from ..tracing import traced_attempt
 from . import recovery
@@ -133,6 +134,13 @@ def dispatch_due_tasks() -> int:
     """Run by Celery beat: publish waiting tasks whose message never went out or was lost."""
     close_old_connections()
     return recovery.dispatch_due_tasks()
+
+
+@shared_task(name=SCHEDULER_TASK, ignore_result=True, send_events=False)
+def run_schedules() -> dict[str, int]:
+    """Run by Celery beat: create the runs of the due schedules, one per due time (docs/schedules.md)."""
+    close_old_connections()
+    return tick()
 
 
 @shared_task(name="long_time_task.purge_expired_tasks", ignore_result=True, send_events=False)

@@ -201,4 +201,5 @@ def traced(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
     return {"runs": runs}
 
 
-from . import tools_tasks  # noqa: E402, F401 - the Celery-tooling tests' task types
+# The Celery-tooling tests' task types, and the faults the integration tests switch on by environment variable.
+from . import fault_hooks, tools_tasks  # noqa: E402, F401

@@ -1,0 +1,100 @@
+"""Periodic schedules: a task type and its params, run by a cron expression, a fixed interval or once.
+
+Each run is an ordinary ``LongTimeTask`` row that names its schedule and the due time it is for
+(``schedule``, ``scheduled_for``), under a unique constraint on the pair: however many schedulers run, and
+whatever kills one mid-tick, a due time gets one row at most. The scheduler (``long_time_task.schedules``) finds
+the due schedules through the partial index on ``next_run_at`` (enabled schedules only), so a tick reads only
+what is due.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class MisfirePolicy(models.TextChoices):
+    """What a scheduler that finds due times older than ``LONG_TIME_TASK_SCHEDULE_MISFIRE_GRACE`` does."""
+
+    SKIP = "skip", _("skip the missed runs")
+    RUN_ONCE = "run_once", _("run once for all the missed runs")
+    CATCH_UP = "catch_up", _("run each missed run, up to a limit")
+
+
+class ScheduleQuerySet(models.QuerySet["Schedule"]):
+    def due(self, now: object) -> ScheduleQuerySet:
+        """Enabled schedules whose next run is due at ``now`` (the partial index, oldest first)."""
+        return self.filter(enabled=True, next_run_at__lte=now).order_by("next_run_at", "id")
+
+
+class Schedule(models.Model):
+    """A task type and its params, run at the due times of ``cron``, ``interval_seconds`` or ``run_at``."""
+
+    name = models.CharField(max_length=200, verbose_name=_("name"))
+    task_type = models.CharField(max_length=100, verbose_name=_("task type"))
+    params = models.JSONField(default=dict, blank=True, verbose_name=_("task parameters"))
+    # Exactly one of the three (a check constraint below).
+    cron = models.CharField(max_length=100, blank=True, default="", verbose_name=_("cron expression"))
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("interval (seconds)"))
+    run_at = models.DateTimeField(null=True, blank=True, verbose_name=_("run once at"))
+    timezone = models.CharField(max_length=64, verbose_name=_("time zone"))
+    enabled = models.BooleanField(default=True, verbose_name=_("enabled"))
+    paused_reason = models.CharField(max_length=255, blank=True, default="", verbose_name=_("paused because"))
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="long_time_task_schedules",
+        verbose_name=_("owner"),
+    )
+    start_at = models.DateTimeField(null=True, blank=True, verbose_name=_("first run not before"))
+    end_at = models.DateTimeField(null=True, blank=True, verbose_name=_("no run after"))
+    misfire = models.CharField(
+        max_length=20, choices=MisfirePolicy.choices, default=MisfirePolicy.RUN_ONCE, verbose_name=_("missed runs")
+    )
+    misfire_limit = models.PositiveIntegerField(default=10, verbose_name=_("missed runs caught up at most"))
+    skip_if_running = models.BooleanField(default=False, verbose_name=_("skip while the last run is unfinished"))
+    # The scheduler's state: the next due time (None: none left), and the last run it created.
+    next_run_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next run at"))
+    last_run_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last due time run"))
+    last_task = models.ForeignKey(
+        "long_time_task.LongTimeTask",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        verbose_name=_("last run"),
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
+
+    objects: ClassVar[ScheduleQuerySet] = ScheduleQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        db_table = "long_time_task_schedule"
+        verbose_name = _("schedule")
+        verbose_name_plural = _("schedules")
+        ordering = ["name", "id"]
+        indexes = [
+            # The tick's one read: only enabled schedules have an entry, in due order.
+            models.Index(fields=["next_run_at", "id"], name="ltt_schedule_due", condition=models.Q(enabled=True)),
+            models.Index(fields=["owner", "name"], name="ltt_schedule_owner"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(cron__gt="", interval_seconds__isnull=True, run_at__isnull=True)
+                    | models.Q(cron="", interval_seconds__isnull=False, run_at__isnull=True)
+                    | models.Q(cron="", interval_seconds__isnull=True, run_at__isnull=False)
+                ),
+                name="ltt_schedule_one_timing",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.task_type})"
