@@ -22,6 +22,7 @@ DEMO_ONLY = {
     "LONG_TIME_TASK_SWEEP_INTERVAL": "how often the demo's beat runs the sweeper",
     "LONG_TIME_TASK_PURGE_INTERVAL": "how often the demo's beat runs the purge",
     "LONG_TIME_TASK_MAINTENANCE_QUEUE": "the queue of the demo's beat messages",
+    "LONG_TIME_TASK_SCHEDULER_INTERVAL": "how often the demo's beat sends the scheduler's tick",
 }
 
 

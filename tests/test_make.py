@@ -131,9 +131,17 @@ def test_make_run_serves_on_web_port_and_stops_cleanly_on_ctrl_c(tmp_path):
     # This test's virtualenv, never reinstalled here (-o: its stamp counts as up to date).
     command = ["make", "-o", str(venv / ".installed"), "run", f"VENV={venv}"]
     with log_path.open("wb") as log:
-        # A session of its own: SIGINT to its process group is what Ctrl-C in a terminal sends.
+        # A session of its own: SIGINT to its process group is what Ctrl-C in a terminal sends. SIGINT handled as
+        # a terminal's Ctrl-C finds it, whatever started this test (a shell's background job ignores SIGINT, and
+        # make keeps a signal ignored at its start ignored).
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - no threads started here
         )
 
     def output() -> str:
