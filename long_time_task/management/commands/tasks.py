@@ -1,4 +1,5 @@
-"""``manage.py tasks submit|list|show|cancel|retry|watch|queues``: tasks from a shell, through the service layer.
+"""``manage.py tasks submit|list|show|cancel|retry|watch|queues|schedules``: tasks (and their schedules) from a
+shell, through the service layer.
 
 Exit codes: 0 on success; 1 for any error (printed as ``CommandError: ...``, never a traceback), for a
 watched task (``watch``, ``submit --wait``) that ends FAILED or CANCELLED, and from ``queues`` when a queue that
@@ -35,9 +36,11 @@ from long_time_task.cli import (
     task_table,
 )
 from long_time_task.cli import describe as describe_task
-from long_time_task.models import LongTimeTask, TaskState
+from long_time_task.models import LongTimeTask, MisfirePolicy, Schedule, TaskState
 from long_time_task.observability.consumers import live_workers, queue_consumers
 from long_time_task.registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
+from long_time_task.schedules import service as schedule_service
+from long_time_task.schedules.timing import InvalidSchedule
 
 # What the service layer raises for a request it refuses: each becomes a one-line CommandError.
 SERVICE_ERRORS = (
@@ -49,6 +52,7 @@ SERVICE_ERRORS = (
     services.ActionNotAllowed,
     services.NotPermitted,
     services.TaskNotFound,
+    schedule_service.ScheduleNotFound,
 )
 
 MAX_TASK_ID = 2**63 - 1
@@ -117,6 +121,51 @@ def parse_params(raw: str | None, items: list[str] | None) -> dict[str, Any] | N
     return dict(params)
 
 
+def iso_argument(text: str, option: str) -> datetime:
+    """``--at``, ``--start``, ``--end``: an ISO 8601 date and time with its offset (the service refuses a naive one)."""
+    try:
+        value = parse_datetime(text)
+    except ValueError:
+        value = None
+    if value is None:
+        raise CommandError(f"--{option} {text!r} is not an ISO 8601 date and time")
+    return value
+
+
+def timing_text(schedule: Schedule) -> str:
+    if schedule.cron:
+        return f"cron {schedule.cron}"
+    if schedule.interval_seconds:
+        return f"every {schedule.interval_seconds}s"
+    return f"once at {format_time(schedule.run_at)}"
+
+
+def schedule_json(made: Any) -> dict[str, Any]:
+    """A schedule as ``--json`` prints it (with its next due times)."""
+    s = made.schedule
+    return {
+        "id": s.id,
+        "name": s.name,
+        "task_type": s.task_type,
+        "params": s.params,
+        "cron": s.cron or None,
+        "interval_seconds": s.interval_seconds,
+        "run_at": s.run_at,
+        "timezone": s.timezone,
+        "enabled": s.enabled,
+        "paused_reason": s.paused_reason,
+        "owner": s.owner.get_username() if s.owner else None,
+        "misfire": s.misfire,
+        "misfire_limit": s.misfire_limit,
+        "skip_if_running": s.skip_if_running,
+        "start_at": s.start_at,
+        "end_at": s.end_at,
+        "next_run_at": s.next_run_at,
+        "last_run_at": s.last_run_at,
+        "next_runs": made.next_runs,
+    }
+
+
 class Command(BaseCommand):
     help = "Submit, list, show, cancel, retry and watch long-running tasks. See `tasks ACTION --help`."
 
@@ -153,9 +202,44 @@ class Command(BaseCommand):
         queues.add_argument("--json", action="store_true", help="print JSON instead of text")
         for sub in (show, cancel, retry, watch):
             sub.add_argument("task_id", type=task_id_argument, metavar="ID")
-        for sub in (submit, listing, show, cancel, retry, watch):
-            sub.add_argument("--user", metavar="USERNAME", help="act as this user (default: the system)")
-            sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+        subs: list[argparse.ArgumentParser] = [submit, listing, show, cancel, retry, watch]
+        subs += self.add_schedule_arguments(actions)
+        for each in subs:
+            each.add_argument("--user", metavar="USERNAME", help="act as this user (default: the system)")
+            each.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    def add_schedule_arguments(self, actions: Any) -> list[argparse.ArgumentParser]:
+        """``tasks schedules list|add|pause|resume|run|delete`` (docs/schedules.md)."""
+        schedules = actions.add_parser("schedules", help="periodic schedules: list, add, pause, resume, run, delete")
+        verbs = schedules.add_subparsers(dest="schedule_action", required=True, metavar="ACTION")
+        listing = verbs.add_parser("list", help="the schedules, with their next and last runs")
+        add = verbs.add_parser("add", help="a new schedule (checked as a submit is, and planned)")
+        add.add_argument("name", help="shown in lists")
+        add.add_argument("task_type", metavar="TYPE", help="a registered task type")
+        self.add_params_arguments(add)
+        add.add_argument("--param", action="append", dest="param_items", metavar="KEY=VALUE",
+                         help="one parameter (repeatable); VALUE is JSON if it parses, else a string")  # fmt: skip
+        timing = add.add_mutually_exclusive_group(required=True)
+        timing.add_argument("--cron", metavar="EXPR", help='a 5-field cron expression, e.g. "0 3 * * *"')
+        timing.add_argument("--every", type=int, metavar="SECONDS", help="a fixed interval")
+        timing.add_argument("--at", metavar="ISO8601", help="once, at this time (with its offset)")
+        add.add_argument("--timezone", metavar="ZONE", help="the IANA zone of --cron (default: TIME_ZONE)")
+        add.add_argument("--misfire", choices=MisfirePolicy.values, default=MisfirePolicy.RUN_ONCE,
+                         help="missed runs: skip, run_once (default) or catch_up")  # fmt: skip
+        add.add_argument("--misfire-limit", type=int, default=10, metavar="N", help="catch_up makes at most N (10)")
+        add.add_argument("--skip-if-running", action="store_true", help="skip a run while the last is unfinished")
+        add.add_argument("--start", metavar="ISO8601", help="no run before this time")
+        add.add_argument("--end", metavar="ISO8601", help="no run after this time")
+        add.add_argument("--paused", action="store_true", help="create it paused")
+        by_id = [verbs.add_parser(verb, help=text) for verb, text in (
+            ("pause", "stop making runs"),
+            ("resume", "make runs again, from the next due time"),
+            ("run", "one run now, as its own task"),
+            ("delete", "delete it (its past runs stay)"),
+        )]  # fmt: skip
+        for sub in by_id:
+            sub.add_argument("schedule_id", type=task_id_argument, metavar="ID")
+        return [listing, add, *by_id]
 
     @staticmethod
     def add_params_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +258,8 @@ class Command(BaseCommand):
         user = self.find_user(options.get("user"))
         try:
             getattr(self, f"do_{action}")(user, options)
+        except InvalidSchedule as exc:
+            raise CommandError(f"{exc.field}: {exc.message}") from None
         except SERVICE_ERRORS as exc:
             raise CommandError(str(exc)) from None
 
@@ -328,6 +414,96 @@ class Command(BaseCommand):
             raise CommandError(outcome_text(task), returncode=EXIT_FAILED)
         if not quiet:
             self.stdout.write(outcome_text(task))
+
+    # ------------------------------------------------------------ schedules
+
+    def do_schedules(self, user: Any, options: dict[str, Any]) -> None:
+        getattr(self, f"schedule_{options['schedule_action']}")(user, options)
+
+    def schedule_list(self, user: Any, options: dict[str, Any]) -> None:
+        schedules = list(schedule_service.visible_schedules(user).select_related("owner").order_by("name", "id"))
+        if options["json"]:
+            self.print_json([schedule_json(schedule_service.preview(s, count=1)) for s in schedules])
+            return
+        if not schedules:
+            self.stdout.write("No schedules.")
+            return
+        rows = [
+            (
+                str(s.id),
+                s.name,
+                s.task_type,
+                timing_text(s),
+                s.timezone,
+                "enabled" if s.enabled else "paused",
+                format_time(s.next_run_at) if s.enabled else "-",
+                format_time(s.last_run_at),
+                s.owner.get_username() if s.owner else "-",
+            )
+            for s in schedules
+        ]
+        headers = ["ID", "NAME", "TYPE", "TIMING", "ZONE", "STATE", "NEXT RUN", "LAST RUN", "OWNER"]
+        self.stdout.write(render_table(headers, rows, right=[0]))
+
+    def schedule_add(self, user: Any, options: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {
+            "name": options["name"],
+            "task_type": options["task_type"],
+            "params": parse_params(options["params"], options["param_items"]) or {},
+            "misfire": options["misfire"],
+            "misfire_limit": options["misfire_limit"],
+            "skip_if_running": options["skip_if_running"],
+            "enabled": not options["paused"],
+        }
+        if options["cron"] is not None:
+            fields["cron"] = options["cron"]
+        if options["every"] is not None:
+            fields["interval_seconds"] = options["every"]
+        for option, field in (("at", "run_at"), ("start", "start_at"), ("end", "end_at")):
+            if options[option] is not None:
+                fields[field] = iso_argument(options[option], option)
+        if options["timezone"] is not None:
+            fields["timezone"] = options["timezone"]
+        made = schedule_service.create_schedule(user=user, **fields)
+        if options["json"]:
+            self.print_json(schedule_json(made))
+            return
+        schedule = made.schedule
+        self.stdout.write(
+            f"Schedule {schedule.id} created: {schedule.name} ({schedule.task_type}, {timing_text(schedule)})."
+        )
+        if schedule.enabled and made.next_runs:
+            self.stdout.write("Next runs: " + ", ".join(format_time(t) for t in made.next_runs))
+
+    def schedule_pause(self, user: Any, options: dict[str, Any]) -> None:
+        self.schedule_enable(user, options, enabled=False)
+
+    def schedule_resume(self, user: Any, options: dict[str, Any]) -> None:
+        self.schedule_enable(user, options, enabled=True)
+
+    def schedule_enable(self, user: Any, options: dict[str, Any], *, enabled: bool) -> None:
+        made = schedule_service.set_enabled(options["schedule_id"], enabled, user=user)
+        if options["json"]:
+            self.print_json(schedule_json(made))
+        elif enabled:
+            when = format_time(made.schedule.next_run_at) if made.schedule.next_run_at else "none left"
+            self.stdout.write(f"Schedule {made.schedule.id} resumed; next run: {when}.")
+        else:
+            self.stdout.write(f"Schedule {made.schedule.id} paused.")
+
+    def schedule_run(self, user: Any, options: dict[str, Any]) -> None:
+        task = schedule_service.run_now(options["schedule_id"], user=user)
+        if options["json"]:
+            self.print_json(task_detail(task, user=user))
+        else:
+            self.stdout.write(f"Schedule {options['schedule_id']} run now as task {task.id} ({task.state}).")
+
+    def schedule_delete(self, user: Any, options: dict[str, Any]) -> None:
+        schedule_service.delete_schedule(options["schedule_id"], user=user)
+        if options["json"]:
+            self.print_json({"deleted": options["schedule_id"]})
+        else:
+            self.stdout.write(f"Schedule {options['schedule_id']} deleted; its past runs stay.")
 
     def do_queues(self, user: Any, options: dict[str, Any]) -> None:
         workers = live_workers()
