@@ -617,7 +617,7 @@ class ScheduleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ["enabled", "misfire"]
     list_select_related = ["owner"]
     search_fields = ["name", "task_type"]
-    readonly_fields = ["paused_reason", "next_run_display", "last_run_display", "last_task"]
+    readonly_fields = ["code_name", "paused_reason", "next_run_display", "last_run_display", "last_task"]
     actions = ["pause", "resume", "run_now"]
     next_run_display = time_field(Schedule, "next_run_at")
     last_run_display = time_field(Schedule, "last_run_at")

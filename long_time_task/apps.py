@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
@@ -28,5 +31,13 @@ class LongTimeTaskConfig(AppConfig):
             from .django_tasks import runner  # noqa: F401
         logs.install(conf.LOG_FORMAT)  # LONG_TIME_TASK_LOG_FORMAT; nothing unless it is set
 
+        # Schedules declared in code are written by every migrate (deploys run it), after this app's migrations.
+        post_migrate.connect(_sync_declared_schedules, sender=self, dispatch_uid="long_time_task.declared_schedules")
         # Every installed app's tasks_definitions.py, in the web process and in the worker alike.
         autodiscover_modules("tasks_definitions")
+
+
+def _sync_declared_schedules(sender: Any = None, **kwargs: Any) -> None:
+    from .schedules.declared import sync
+
+    sync()

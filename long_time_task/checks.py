@@ -268,3 +268,24 @@ def check_metrics_directory(app_configs: Any = None, **kwargs: Any) -> list[Warn
             id="long_time_task.W007",
         )
     ]
+
+
+@register()
+def check_declared_schedules(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Every schedule declared in code (a type's ``schedule=``, LONG_TIME_TASK_SCHEDULES) passes the checks a user's
+    schedule passes, before ``migrate`` writes them."""
+    from .schedules.declared import InvalidDeclaration, candidate, declarations
+
+    try:
+        declared = declarations()
+        for code_name, spec in declared.items():
+            candidate(code_name, spec, None)
+    except InvalidDeclaration as exc:
+        return [
+            Error(
+                f"A schedule declared in code is invalid: {exc}",
+                hint="Fix the task type's schedule= or LONG_TIME_TASK_SCHEDULES (docs/schedules.md).",
+                id="long_time_task.E004",
+            )
+        ]
+    return []

@@ -170,6 +170,14 @@ class Conf:
         "is a missed run, handled by the schedule's misfire policy",
     )
     SCHEDULE_MIN_INTERVAL = Setting(60, int, "the shortest `interval_seconds` a schedule may have")
+    SCHEDULES = Setting(
+        {},
+        dict,
+        "schedules declared in code: a name for each, mapped to its fields (`task_type`, `cron` or "
+        "`interval_seconds`, `timezone`, `params`, ...); written to the database by `migrate` "
+        "([docs/schedules.md](docs/schedules.md#declared-in-code))",
+        shown="{}",
+    )
     PROGRESS_INTERVAL = Setting(
         1.0, float, "seconds between two progress writes of one task (also how often `check_cancelled` reads)"
     )

@@ -76,6 +76,10 @@ class TaskConfig:
     permission: str | None = None
     # Days a finished task of this type is kept (overrides LONG_TIME_TASK_RETENTION_DAYS; None: the global).
     retention_days: float | None = None
+    # A schedule declared with the type: a cron expression, or a mapping of Schedule fields (``cron`` or
+    # ``interval_seconds``, ``timezone``, ``params``, ``misfire``...). Written to the database on ``migrate``
+    # (docs/schedules.md, "Declared in code").
+    schedule: str | Mapping[str, Any] | None = None
     # The result files of a result, relative to RESULTS_DIR, deleted with the row by the purge.
     result_files: Callable[[Any], Iterable[str]] | None = None
     # Only server code submits it (a django.tasks function without a ``permission``): no user may submit or retry
@@ -230,6 +234,7 @@ class LongTimeTaskRegister:
         permission: str | None = None,
         retention_days: float | None = None,
         result_files: Callable[[Any], Iterable[str]] | None = None,
+        schedule: str | Mapping[str, Any] | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated ``handler(task_id, params) -> result`` as ``task_type``.
 
@@ -257,6 +262,7 @@ class LongTimeTaskRegister:
                 permission=permission,
                 retention_days=retention_days,
                 result_files=result_files,
+                schedule=schedule,
             )
             cls.add(config)
             return func

@@ -70,6 +70,11 @@ class Schedule(models.Model):
         db_index=False,
         verbose_name=_("last run"),
     )
+    # Declared in code (``"settings:<name>"`` for LONG_TIME_TASK_SCHEDULES, ``"type:<task type>"`` for a register's
+    # ``schedule=``): kept in step with the code by ``migrate``. None: made by a user.
+    code_name = models.CharField(  # noqa: DJ001 - NULL: made by a user (NULLs never collide)
+        max_length=200, null=True, blank=True, unique=True, editable=False, verbose_name=_("declared in code as")
+    )
     created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
     updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 

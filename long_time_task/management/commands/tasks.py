@@ -39,6 +39,7 @@ from long_time_task.cli import describe as describe_task
 from long_time_task.models import LongTimeTask, MisfirePolicy, Schedule, TaskState
 from long_time_task.observability.consumers import live_workers, queue_consumers
 from long_time_task.registry import InvalidParams, LongTimeTaskRegister, UnknownTaskType
+from long_time_task.schedules import declared
 from long_time_task.schedules import service as schedule_service
 from long_time_task.schedules.timing import InvalidSchedule
 
@@ -231,6 +232,7 @@ class Command(BaseCommand):
         add.add_argument("--start", metavar="ISO8601", help="no run before this time")
         add.add_argument("--end", metavar="ISO8601", help="no run after this time")
         add.add_argument("--paused", action="store_true", help="create it paused")
+        sync = verbs.add_parser("sync", help="write the schedules declared in code (migrate does it too)")
         by_id = [verbs.add_parser(verb, help=text) for verb, text in (
             ("pause", "stop making runs"),
             ("resume", "make runs again, from the next due time"),
@@ -239,7 +241,7 @@ class Command(BaseCommand):
         )]  # fmt: skip
         for sub in by_id:
             sub.add_argument("schedule_id", type=task_id_argument, metavar="ID")
-        return [listing, add, *by_id]
+        return [listing, add, sync, *by_id]
 
     @staticmethod
     def add_params_arguments(parser: argparse.ArgumentParser) -> None:
@@ -474,6 +476,20 @@ class Command(BaseCommand):
         )
         if schedule.enabled and made.next_runs:
             self.stdout.write("Next runs: " + ", ".join(format_time(t) for t in made.next_runs))
+
+    def schedule_sync(self, user: Any, options: dict[str, Any]) -> None:
+        if user is not None:
+            raise CommandError("Schedules declared in code are the system's: sync them without --user.")
+        try:
+            counts = declared.sync()
+        except declared.InvalidDeclaration as exc:
+            raise CommandError(str(exc)) from None
+        if options["json"]:
+            self.print_json(counts)
+        else:
+            self.stdout.write(
+                ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "No declared schedules."
+            )
 
     def schedule_pause(self, user: Any, options: dict[str, Any]) -> None:
         self.schedule_enable(user, options, enabled=False)
