@@ -7,7 +7,7 @@ PYTHON312 ?= env PYENV_VERSION=3.12.1 python
 VENV312 ?= .venv-py312
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run migrate test test-deps test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-instructions bench-django-tasks bench-django-tasks-run lint format messages clean
+.PHONY: help venv run migrate test test-deps test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-schedules bench-instructions bench-django-tasks bench-django-tasks-run lint format messages clean
 
 help:
 	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all;"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-throughput - raw Celery, tracked, django-celery-results side by side (seed and Celery delivery)"
 	@echo "make bench-api - the API (submit, detail, list) under load: gunicorn + wrk"
 	@echo "make bench-scale - list latency at 100k, 1M and 10M rows (about 5 GB in PostgreSQL)"
+	@echo "make bench-schedules - a scheduler tick with nothing due and with 1,000 due, at 1k, 10k and 100k schedules"
 	@echo "make bench-instructions - instructions per submit, publish and worker run (valgrind's callgrind)"
 	@echo "make bench-django-tasks - Django's tasks API: this backend, django-tasks-db, django-tasks-celery side by"
 	@echo "               side (Python 3.12, Django 6.x, in $(VENV312); PYTHON312=... names the interpreter)"
@@ -87,6 +88,7 @@ bench: bench-deps
 	$(BIN)/python -m bench.run --layout servers-apart --delivery celery-defaults --no-memory
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.scale --sizes 100000 1000000 10000000
+	$(BIN)/python -m bench.schedules --sizes 1000 10000 100000
 	$(MAKE) bench-django-tasks-run
 	$(MAKE) bench-instructions
 
@@ -99,6 +101,10 @@ bench-throughput: bench-deps
 
 bench-api: bench-deps
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.report
+
+bench-schedules: bench-deps
+	$(BIN)/python -m bench.schedules --sizes 1000 10000 100000
 	$(BIN)/python -m bench.report
 
 bench-scale: bench-deps
