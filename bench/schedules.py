@@ -7,12 +7,18 @@ a random start within the coming day: nothing due), then:
   and the plan of its one read (EXPLAIN);
 - a tick with 1,000 due: 1,000 of them moved to one second ago, then ticks until none is due (``MAINTENANCE_BATCH``,
   500, per tick): the wall time to make the 1,000 runs (each a task row, published to Redis after its tick's
-  commit), per run, and the statements per run. Three rounds; medians.
+  commit), per run. Three rounds, timed without capturing the SQL; medians. The statements per run are counted in
+  one more round, captured and not timed;
+- the same through the one-at-a-time path the tick had before its runs were batched (``baseline_tick``: a
+  savepoint, ``services.submit`` and a guarded UPDATE per run), in the same rounds, alternating which goes first,
+  and the ratio of the two medians (batched / one at a time). For both, the time spent publishing the runs to
+  Redis after the commits (one Celery message per run either way), and the ratio of the times without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -25,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 REPEAT = 31
 DUE = 1000
+ROUNDS = 3
 
 
 def fill(size: int) -> float:
@@ -70,7 +77,7 @@ def measure(size: int) -> dict[str, Any]:
 
     from bench.metrics import plan
     from bench.scale import SqlTimer
-    from long_time_task.models import LongTimeTask, Schedule
+    from long_time_task.models import Schedule
     from long_time_task.schedules import scheduler
 
     result: dict[str, Any] = {"size": size, "fill_s": round(fill(size), 2)}
@@ -94,30 +101,115 @@ def measure(size: int) -> dict[str, Any]:
     result["idle_tick_statements"] = [q["sql"].split()[0] for q in captured.captured_queries]
     result["due_plan"] = plan(Schedule.objects.due(timezone.now())[:500])
 
-    rounds = []
-    for _ in range(3):
-        ids = list(Schedule.objects.order_by("?").values_list("id", flat=True)[:DUE])
-        due = timezone.now() - timedelta(seconds=1)  # a due time of each: its start
-        Schedule.objects.filter(id__in=ids).update(start_at=due, next_run_at=due)
-        before = LongTimeTask.objects.filter(schedule__isnull=False).count()
-        reset_queries()
-        with CaptureQueriesContext(connection) as captured:
+    paths = {"batched": scheduler.tick, "baseline": baseline_tick}
+    statements = {name: make_due_runs(tick, count=True)["statements"] for name, tick in paths.items()}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+    for i in range(ROUNDS):
+        for name in list(paths)[:: 1 if i % 2 == 0 else -1]:  # alternating which goes first
+            rounds[name].append(make_due_runs(paths[name]))
+    batched, baseline = rounds["batched"], rounds["baseline"]
+    result["due"] = DUE
+    result["due_wall_s"] = round(statistics.median(r["wall_s"] for r in batched), 3)
+    result["due_ms_per_run"] = round(result["due_wall_s"] * 1000 / DUE, 3)
+    result["due_ticks"] = batched[0]["ticks"]
+    result["due_statements_per_run"] = round(statements["batched"] / DUE, 3)
+    result["baseline_due_wall_s"] = round(statistics.median(r["wall_s"] for r in baseline), 3)
+    result["baseline_due_ms_per_run"] = round(result["baseline_due_wall_s"] * 1000 / DUE, 3)
+    result["baseline_due_statements_per_run"] = round(statements["baseline"] / DUE, 3)
+    result["due_ratio"] = round(result["due_wall_s"] / result["baseline_due_wall_s"], 3)
+    # Of which publishing the runs to the broker after the commits (one Celery message each, in both paths).
+    result["due_publish_s"] = round(statistics.median(r["publish_s"] for r in batched), 3)
+    result["baseline_due_publish_s"] = round(statistics.median(r["publish_s"] for r in baseline), 3)
+    # The same ratio for what is left once the publishes are taken out: the part batching changes.
+    unpublished = {name: statistics.median(r["wall_s"] - r["publish_s"] for r in rs) for name, rs in rounds.items()}
+    result["due_ratio_without_publish"] = round(unpublished["batched"] / unpublished["baseline"], 3)
+    result["due_rounds_s"] = {name: [round(r["wall_s"], 3) for r in rs] for name, rs in rounds.items()}
+    return result
+
+
+def make_due_runs(tick: Any, *, count: bool = False) -> dict[str, Any]:
+    """Make ``DUE`` random schedules due one second ago, then ``tick()`` until none is due: its wall time and the
+    ticks it took; with ``count``, the statements too (captured, which costs time and turns off the hot path's
+    prepared statements: such a round is not timed)."""
+    from django.db import connection, reset_queries
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from long_time_task import services
+    from long_time_task.models import LongTimeTask, Schedule
+
+    ids = list(Schedule.objects.order_by("?").values_list("id", flat=True)[:DUE])
+    due = timezone.now() - timedelta(seconds=1)  # a due time of each: its start
+    Schedule.objects.filter(id__in=ids).update(start_at=due, next_run_at=due)
+    before = LongTimeTask.objects.filter(schedule__isnull=False).count()
+    reset_queries()
+    publish = services.publish
+    publishing = 0.0
+
+    def timed_publish(*args: Any, **kwargs: Any) -> bool:
+        nonlocal publishing
+        started = time.perf_counter()
+        try:
+            return publish(*args, **kwargs)
+        finally:
+            publishing += time.perf_counter() - started
+
+    services.publish = timed_publish  # both paths publish through it, after their commit
+    try:
+        with CaptureQueriesContext(connection) if count else contextlib.nullcontext() as captured:
             started = time.perf_counter()
             ticks = 0
             while Schedule.objects.due(timezone.now()).exists():
-                scheduler.tick()
+                tick()
                 ticks += 1
             wall = time.perf_counter() - started
-        made = LongTimeTask.objects.filter(schedule__isnull=False).count() - before
-        if made != DUE:
-            raise RuntimeError(f"{made} runs made for {DUE} due schedules")
-        rounds.append({"wall_s": wall, "ticks": ticks, "statements": len(captured.captured_queries)})
-    result["due"] = DUE
-    result["due_wall_s"] = round(statistics.median(r["wall_s"] for r in rounds), 3)
-    result["due_ms_per_run"] = round(result["due_wall_s"] * 1000 / DUE, 3)
-    result["due_ticks"] = rounds[0]["ticks"]
-    result["due_statements_per_run"] = round(statistics.median(r["statements"] for r in rounds) / DUE, 2)
-    return result
+    finally:
+        services.publish = publish
+    made = LongTimeTask.objects.filter(schedule__isnull=False).count() - before
+    if made != DUE:
+        raise RuntimeError(f"{made} runs made for {DUE} due schedules")
+    statements = len(captured.captured_queries) if captured else None
+    return {"wall_s": wall, "publish_s": publishing, "ticks": ticks, "statements": statements}
+
+
+def baseline_tick() -> None:
+    """The tick as it was before its runs were batched (commit 41d4f69): per due run a savepoint and one
+    ``services.submit`` (validation, permission, quota, INSERT, a publish after the commit), and per schedule a
+    guarded UPDATE of its next run, all in one transaction. The bench's schedules have no owner, and none is
+    skip-if-running or refused, so the paths left out here (pausing, skipping) are never taken."""
+    from django.db import IntegrityError, connection, transaction
+    from django.utils import timezone
+
+    from long_time_task import services
+    from long_time_task.conf import conf
+    from long_time_task.models import Schedule
+    from long_time_task.schedules.scheduler import due_times
+    from long_time_task.schedules.timing import timing_of
+
+    now = timezone.now()
+    with transaction.atomic():
+        due = Schedule.objects.due(now).select_related("owner")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        for schedule in due[: conf.MAINTENANCE_BATCH]:
+            runs, _ = due_times(schedule, now)
+            values: dict[str, Any] = {"next_run_at": timing_of(schedule).after(now)}
+            for at in runs:
+                try:
+                    with transaction.atomic():
+                        values["last_task"] = services.submit(
+                            schedule.task_type,
+                            schedule.params,
+                            owner=schedule.owner,
+                            schedule=schedule,
+                            scheduled_for=at,
+                            count_rate=False,
+                        ).task
+                except IntegrityError:
+                    pass  # a duplicate: none in the bench, which runs one tick at a time
+            if runs:
+                values["last_run_at"] = runs[-1]
+            Schedule.objects.filter(id=schedule.id, next_run_at=schedule.next_run_at).update(**values, updated_at=now)
 
 
 def main() -> None:

@@ -7,23 +7,24 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from . import metrics, signals
 from .conf import conf
 from .dispatch import publish
-from .models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState
+from .models import TERMINAL_STATES, AuditAction, LongTimeTask, TaskState, new_celery_task_id
 from .models.audit import SYSTEM, record
 from .models.querysets import LongTimeTaskQuerySet
 from .ratelimit import Rate, RateExceeded, Reservation, reserve
-from .registry import InvalidParams, LongTimeTaskRegister, TaskConfig
+from .registry import InvalidParams, LongTimeTaskRegister, TaskConfig, UnknownTaskType
 from .tracing import traced_submit, traceparent
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,11 @@ def check_quota(owner: Any) -> None:
     if limit is None or owner is None or not getattr(owner, "is_authenticated", False):
         return
     if LongTimeTask.objects.filter(owner=owner).unfinished().count() >= limit:
-        raise QuotaExceeded(f"You already have {limit} unfinished tasks; wait for some to finish.")
+        raise over_quota(limit)
+
+
+def over_quota(limit: int) -> QuotaExceeded:
+    return QuotaExceeded(f"You already have {limit} unfinished tasks; wait for some to finish.")
 
 
 class SubmitRateExceeded(Exception):  # noqa: N818
@@ -295,6 +300,140 @@ def committed(
     finally:
         if delay is not None:
             publish(task, attempt=1, countdown=delay or None)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """One task for ``submit_many``: a type, its params and its owner, and the schedule and due time it is a run
+    of (or none)."""
+
+    task_type: str
+    params: dict[str, Any]
+    owner: Any = None
+    schedule: Any = None
+    scheduled_for: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``submit_many`` did with one ``NewTask``: ``task``, the row it created; or ``refused``, the error
+    ``submit`` would have raised (UnknownTaskType, InvalidParams, NotPermitted, QuotaExceeded); or neither: a
+    duplicate, a run whose (schedule, due time) has a row already."""
+
+    task: LongTimeTask | None = None
+    refused: Exception | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.task is None and self.refused is None
+
+
+INSERT_BATCH = 500  # rows per INSERT (fewer where the database takes fewer parameters: Django splits them)
+
+
+def submit_many(new: Sequence[NewTask], *, check_permission: bool = True) -> list[Outcome]:
+    """Submit many tasks at once, as ``submit`` submits one (no delay, no idempotency key, not counted against
+    the submit rate: the scheduler's runs), and say what became of each, in order.
+
+    Each is validated and its owner's permission and quota checked, as by ``submit``, once per type and params
+    object, per type and owner, and per owner (the quota counts the owner's unfinished tasks once, then those
+    this call adds). A refused one is an ``Outcome`` with the error, not an exception: the others go on.
+
+    The rest are inserted ``INSERT_BATCH`` rows per statement, a run that conflicts with an existing one for
+    its (schedule, due time) doing nothing (``ON CONFLICT DO NOTHING``, SQLite's ``INSERT OR IGNORE``, MySQL's
+    ``INSERT IGNORE``): the unique constraint decides, even against a concurrent scheduler's uncommitted
+    insert, which the database makes this one wait for. The rows it did create are then read back by their
+    Celery ids, chosen before the insert as ``submit`` chooses them, and published after the commit of the
+    caller's transaction (or of this call's own, outside one); a row whose publish is lost is published by the
+    sweeper at its ``redispatch_at``, as any submit's.
+    """
+    limit = conf.MAX_UNFINISHED_PER_USER
+    owners = [t.owner if t.owner is not None and getattr(t.owner, "is_authenticated", False) else None for t in new]
+    unfinished = unfinished_counts({owner.pk for owner in owners if owner is not None}) if limit else {}
+    configs: dict[tuple[str, int], TaskConfig | InvalidParams | UnknownTaskType] = {}
+    permitted: dict[tuple[str, Any], bool] = {}
+    now = timezone.now()
+    fixed = {
+        "redispatch_at": now + timedelta(seconds=conf.REDISPATCH_AFTER),  # the sweeper's, if the publish is lost
+        "state": TaskState.PENDING,
+        "traceparent": traceparent(),  # "" unless tracing is on
+    }
+    outcomes = [Outcome()] * len(new)
+    rows: list[tuple[int, LongTimeTask, TaskConfig]] = []
+    for index, (task, owner) in enumerate(zip(new, owners, strict=True)):
+        key = (task.task_type, id(task.params))  # each schedule's params: one object for all its runs
+        config = configs.get(key)
+        if config is None:
+            try:
+                config = configs[key] = validate_submission(task.task_type, task.params)
+            except (UnknownTaskType, InvalidParams) as exc:
+                config = configs[key] = exc
+        if not isinstance(config, TaskConfig):
+            outcomes[index] = Outcome(refused=config)
+            continue
+        if check_permission and owner is not None:
+            may = permitted.get((config.name, owner.pk))
+            if may is None:
+                may = permitted[config.name, owner.pk] = config.may_submit(owner)
+            if not may:
+                outcomes[index] = Outcome(refused=NotPermitted(f"You may not submit tasks of type {config.name}."))
+                continue
+        if limit is not None and owner is not None:
+            if unfinished.get(owner.pk, 0) >= limit:
+                outcomes[index] = Outcome(refused=over_quota(limit))
+                continue
+            unfinished[owner.pk] = unfinished.get(owner.pk, 0) + 1
+        row = LongTimeTask(
+            **fixed,
+            celery_task_id=new_celery_task_id(),  # what the rows created are read back by
+            task_type=config.name,
+            task_params=task.params,
+            owner=owner,
+            queue=config.queue,
+            priority=config.priority,
+            schedule=task.schedule,
+            scheduled_for=task.scheduled_for,
+        )
+        rows.append((index, row, config))
+    if not rows:
+        return outcomes
+    db = router.db_for_write(LongTimeTask)
+    tasks = LongTimeTask.objects.using(db)
+    created: list[tuple[LongTimeTask, TaskConfig]] = []
+    with transaction.atomic(using=db, savepoint=False):
+        for start in range(0, len(rows), INSERT_BATCH):
+            batch = rows[start : start + INSERT_BATCH]
+            # With ignore_conflicts Django sets no primary keys: the ids come from the read below.
+            tasks.bulk_create([row for _, row, _ in batch], ignore_conflicts=True)
+            ids = dict(
+                tasks.filter(celery_task_id__in=[row.celery_task_id for _, row, _ in batch]).values_list(
+                    "celery_task_id", "id"
+                )
+            )
+            for index, row, config in batch:
+                if row.celery_task_id not in ids:
+                    continue  # a duplicate: its Outcome stays empty
+                row.pk = ids[row.celery_task_id]
+                outcomes[index] = Outcome(task=row)
+                created.append((row, config))
+                logger.info("Task %s submitted: %s", row.id, row.task_type)
+        if created:
+            transaction.on_commit(functools.partial(committed_many, created), using=db)
+    return outcomes
+
+
+def unfinished_counts(owner_ids: set[Any]) -> dict[Any, int]:
+    """How many unfinished tasks each of these owners has (those with none are left out): one query."""
+    if not owner_ids:
+        return {}
+    rows = LongTimeTask.objects.filter(owner_id__in=owner_ids).unfinished().order_by().values("owner_id")
+    return dict(rows.annotate(n=Count("id")).values_list("owner_id", "n"))
+
+
+def committed_many(created: list[tuple[LongTimeTask, TaskConfig]]) -> None:
+    """After ``submit_many``'s commit: count and publish each task it created, as ``committed`` does one."""
+    for task, config in created:
+        committed(task, config, 0.0)
 
 
 def submit_task(

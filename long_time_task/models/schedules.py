@@ -9,10 +9,13 @@ what is due.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, cast
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
 from django.utils.translation import gettext_lazy as _
 
 
@@ -24,10 +27,75 @@ class MisfirePolicy(models.TextChoices):
     CATCH_UP = "catch_up", _("run each missed run, up to a limit")
 
 
+@dataclass(frozen=True)
+class Move:
+    """A tick's move of one schedule: from the due time it read (``read``) to ``next_run_at``, recording the last
+    due time it ran and its run (None: unchanged)."""
+
+    id: int
+    read: datetime
+    next_run_at: datetime | None
+    last_run_at: datetime | None = None
+    last_task_id: int | None = None
+
+
 class ScheduleQuerySet(models.QuerySet["Schedule"]):
     def due(self, now: object) -> ScheduleQuerySet:
         """Enabled schedules whose next run is due at ``now`` (the partial index, oldest first)."""
         return self.filter(enabled=True, next_run_at__lte=now).order_by("next_run_at", "id")
+
+    def move(self, moves: Sequence[Move], now: datetime) -> int:
+        """Apply ``moves``, each guarded by the due time it read: a schedule another tick moved first is left as it
+        is. One UPDATE (per few thousand schedules; per 111 on SQLite, whose statements take 999 parameters) with a
+        ``CASE`` on the id per column, as Django's ``bulk_update`` writes it. Returns the schedules moved.
+
+        The statement is written here rather than by the ORM: its ``Case(When(...))`` expressions cost about 1.5 ms
+        of Python per schedule to build (measured at 500), more than the one-at-a-time UPDATE this replaces.
+        """
+        connection = connections[self.db]
+        size = max((connection.features.max_query_params or 65_535) // 9, 1)  # at most 9 parameters a schedule
+        return sum(self._move(moves[start : start + size], now, connection) for start in range(0, len(moves), size))
+
+    def _move(self, moves: Sequence[Move], now: datetime, connection: Any) -> int:
+        if not moves:
+            return 0
+        meta = self.model._meta
+        quote = connection.ops.quote_name
+        key = quote(meta.pk.column)
+        params: list[Any] = []
+
+        def field(name: str) -> models.Field[Any, Any]:
+            return cast("models.Field[Any, Any]", meta.get_field(name))
+
+        def column(name: str) -> str:
+            return str(quote(field(name).column))
+
+        def case(name: str, values: list[tuple[int, Any]]) -> str:
+            """The value of ``name`` for each id; the ELSE types the CASE (every row has a WHEN, a NULL alone
+            has no type)."""
+            for id_, value in values:
+                params.extend((id_, field(name).get_db_prep_save(value, connection)))
+            return f"CASE {key} {' '.join(['WHEN %s THEN %s'] * len(values))} ELSE {column(name)} END"
+
+        sets = [f"{column('next_run_at')} = {case('next_run_at', [(m.id, m.next_run_at) for m in moves])}"]
+        last_run = [(m.id, m.last_run_at) for m in moves if m.last_run_at is not None]
+        if last_run:
+            sets.append(f"{column('last_run_at')} = {case('last_run_at', last_run)}")
+        last_task = [(m.id, m.last_task_id) for m in moves if m.last_task_id is not None]
+        if last_task:
+            sets.append(f"{column('last_task')} = {case('last_task', last_task)}")
+        sets.append(f"{column('updated_at')} = %s")
+        params.append(field("updated_at").get_db_prep_save(now, connection))
+        params.extend(m.id for m in moves)
+        marks = ", ".join(["%s"] * len(moves))
+        guard = (
+            f"{key} IN ({marks}) AND {column('next_run_at')} = {case('next_run_at', [(m.id, m.read) for m in moves])}"
+        )
+        # Only quoted names from the model go into the text; values are parameters.
+        statement = f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {guard}"  # noqa: S608
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            return int(cursor.rowcount)
 
 
 class Schedule(models.Model):
