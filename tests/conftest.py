@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,6 +88,17 @@ def _clear_cache() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _site_language() -> Iterator[None]:
+    """A request in another language leaves that language active in the thread (LocaleMiddleware activates it and
+    nothing deactivates it): each test starts from the site's, as each request does."""
+    from django.utils import translation
+
+    translation.deactivate()
+    yield
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def _test_dirs(tmp_path: Any, settings: Any) -> None:
     settings.LONG_TIME_TASK_FILES_DIR = tmp_path / "files"
     settings.LONG_TIME_TASK_RESULTS_DIR = tmp_path / "results"
@@ -140,7 +152,16 @@ def anon() -> APIClient:
     return APIClient()
 
 
+# Suites whose outcome does not depend on the Django line, and which take minutes: CI runs them on its first line
+# only (`-m "not once"` on the second; .ci/run).
+ONCE = ("tests/faults/", "tests/browser/", "tests/test_api_fuzz.py", "tests/integration/test_schedules_worker.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        if str(Path(item.path).resolve().relative_to(root)).startswith(ONCE):
+            item.add_marker(pytest.mark.once)
     # The services tests last: they are the slow ones, and a quick failure elsewhere should show first.
     items.sort(key=lambda item: 1 if item.get_closest_marker("services") else 0)
 
