@@ -638,8 +638,9 @@ class ScheduleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             obj.cron = ""
         if obj.enabled:
             obj.paused_reason = ""
-        schedule_service.plan(obj, timezone.now())
-        super().save_model(request, obj, form, change)
+        schedule_service.save_planned(
+            obj, timezone.now(), replan=not change or bool(schedule_service.REPLANNED_BY & set(form.changed_data))
+        )
 
     @admin.action(description=gettext_lazy("Pause the selected schedules"))
     def pause(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:

@@ -375,6 +375,21 @@ def _not_owner(f: Any) -> Any:
     return token_client(type(viewer).objects.get(id=viewer.id)).post(f"/api/tasks/{task.id}/retry/")
 
 
+def _schedule(f: Any, **fields: Any) -> Any:
+    body = {"name": "n", "task_type": "test_echo", "cron": "0 3 * * *", **fields}
+    body = {key: value for key, value in body.items() if value is not None}  # None: left out
+    return f.api.post("/api/schedules/", body, format="json")
+
+
+def _declared_in_code(f: Any) -> Any:
+    from long_time_task.models import Schedule
+
+    row = Schedule.objects.create(name="d", task_type="test_echo", cron="0 4 * * *", timezone="UTC", code_name="x")
+    f.user.is_staff = True
+    f.user.save()
+    return token_client(f.user).delete(f"/api/schedules/{row.id}/")
+
+
 EXAMPLES: dict[tuple[int, tuple[str, ...]], list[tuple[str, Request]]] = {
     (400, ("parse_error",)): [
         ("parse_error", lambda f: _raw(f, b"{bad json")),
@@ -414,7 +429,17 @@ EXAMPLES: dict[tuple[int, tuple[str, ...]], list[tuple[str, Request]]] = {
         ("invalid_params", lambda f: _post(f, {"task_type": "test_echo", "run_after": "9999-01-01T00:00:00Z"})),
         ("invalid_params", lambda f: _post(f, {"task_type": "test_echo"}, HTTP_IDEMPOTENCY_KEY="a b")),
     ],
-    (400, ("unknown_field",)): [("unknown_field", lambda f: _post(f, {"task_type": "test_echo", "queue": "x"}))],
+    (400, ("unknown_field",)): [
+        ("unknown_field", lambda f: _post(f, {"task_type": "test_echo", "queue": "x"})),
+        ("unknown_field", lambda f: _schedule(f, queue="x")),
+    ],
+    (400, ("invalid_schedule",)): [
+        ("invalid_schedule", lambda f: _schedule(f, cron="61 * * * *")),
+        ("invalid_schedule", lambda f: _schedule(f, timezone="Mars/Olympus")),
+        ("invalid_schedule", lambda f: _schedule(f, cron="0 3 * * *", interval_seconds=3600)),
+        ("invalid_schedule", lambda f: _schedule(f, cron=None)),
+        ("invalid_schedule", lambda f: _schedule(f, run_at="2001-01-01T00:00:00Z", cron=None)),
+    ],
     (400, ("invalid_choice", "max_length", "max_string_length", "max_value", "min_value")): [
         ("min_value", lambda f: f.api.get("/api/tasks/?page=0")),
         ("max_value", lambda f: f.api.get("/api/tasks/?page_size=2000000000")),
@@ -452,6 +477,7 @@ EXAMPLES: dict[tuple[int, tuple[str, ...]], list[tuple[str, Request]]] = {
         ("not_retryable", lambda f: f.api.post(f"/api/tasks/{_finished_task(f).id}/retry/")),
         ("idempotency_key_reused", _idempotency_key_reused),
     ],
+    (409, ("declared_in_code",)): [("declared_in_code", _declared_in_code)],
     (413, ("request_too_large",)): [
         ("request_too_large", lambda f: _raw(f, b'{"x": "' + b"x" * 70_000 + b'"}')),
         ("request_too_large", lambda f: _raw(f, b'{"x": "' + b"x" * BIG + b'"}')),

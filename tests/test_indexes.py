@@ -104,7 +104,7 @@ def test_a_state_transition_pays_only_for_the_indexes_the_queries_use():
     partial = sorted(name for name, sql in definitions.items() if " WHERE " in sql)
     assert len(full) == 6, full  # primary key, celery id, create_at, and one per list filter (state, type, owner)
     # The runs of schedules: a task that is not one has no entry.
-    assert partial == ["ltt_owner_idempotency_key", "ltt_retry_of", "ltt_schedule_due_time"]
+    assert partial == ["ltt_owner_idempotency_key", "ltt_retry_of", "ltt_schedule_due_time", "ltt_schedule_runs"]
 
 
 def test_the_retries_of_a_task_are_found_through_the_partial_index(user):
@@ -112,6 +112,19 @@ def test_the_retries_of_a_task_are_found_through_the_partial_index(user):
     LongTimeTask.objects.create(task_type="test_echo", owner=user, retry_of=original)
     nodes = plan_of(LongTimeTask.objects.filter(retry_of=original.id))
     assert "ltt_retry_of" in indexes_scanned(nodes)
+
+
+def test_a_schedules_runs_are_listed_newest_first_from_their_own_index_without_a_sort(user):
+    """``GET /api/tasks/?schedule=`` and the dashboard's schedule page: a schedule with years of runs lists its
+    newest page by a backward scan of (schedule, create_at, id), not by sorting every run it ever had."""
+    from long_time_task.models import Schedule
+
+    schedule = Schedule.objects.create(name="s", task_type="test_echo", interval_seconds=60, timezone="UTC")
+    LongTimeTask.objects.create(task_type="test_echo", owner=user, schedule=schedule)
+    ids = LongTimeTask.objects.filter(schedule=schedule.id).order_by("-create_at", "-id").values_list("id", flat=True)
+    nodes = plan_of(ids[:21], no_sort=True)
+    assert "ltt_schedule_runs" in indexes_scanned(nodes)
+    assert not any("Sort" in n["Node Type"] for n in nodes)
 
 
 @pytest.mark.parametrize("field", ["owner", "state", "task_type"])

@@ -79,8 +79,8 @@ def _component_name(task_type: str) -> str:
 
 
 def add_task_type_params(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: the submit body becomes a ``oneOf`` over the task types the
-    schema's reader may submit, discriminated by ``task_type``, each with its own ``params`` schema."""
+    """drf-spectacular postprocessing hook: the submit body, and a schedule's, become a ``oneOf`` over the task
+    types the schema's reader may submit, discriminated by ``task_type``, each with its own ``params`` schema."""
     user = getattr(request, "user", None)
     configs = [
         c
@@ -105,10 +105,59 @@ def add_task_type_params(result: dict[str, Any], generator: Any, request: Any, p
     submit: dict[str, Any] = {"oneOf": [{"$ref": ref} for ref in refs.values()]}
     if refs:
         submit["discriminator"] = {"propertyName": "task_type", "mapping": refs}
-    for path in result.get("paths", {}).values():
-        body = path.get("post", {}).get("requestBody")
-        if not body or path["post"].get("operationId") != "tasks_submit":
-            continue
-        for media in body.get("content", {}).values():
-            media["schema"] = submit
+    bodies = {"tasks_submit": submit, **schedule_bodies(components, refs)}
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if body and operation.get("operationId") in bodies:
+                for media in body.get("content", {}).values():
+                    media["schema"] = bodies[operation["operationId"]]
     return result
+
+
+def schedule_bodies(components: dict[str, Any], submits: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """A schedule's create and change bodies, per task type as the submit's: the schedule's own fields (from
+    ``ScheduleWriteSerializer``) with the type's ``params``. A create names its type, and exactly one of
+    ``cron``, ``interval_seconds`` or ``run_at``; a change gives at most one of them, and ``task_type`` and
+    ``params`` together or neither."""
+    write = components.pop("ScheduleWrite", None)
+    components.pop("PatchedScheduleWrite", None)
+    if write is None:
+        return {}
+    own = {k: v for k, v in write["properties"].items() if k not in ("task_type", "params")}
+    timings = ("cron", "interval_seconds", "run_at")
+    creates: dict[str, str] = {}
+    changes: dict[str, str] = {}
+    for task_type, ref in submits.items():
+        submit = components[ref.rsplit("/", 1)[1]]
+        properties = {**submit["properties"], **own}
+        name = ref.rsplit("/", 1)[1].replace("Submit_", "Schedule_")
+        components[name] = {
+            "type": "object",
+            "properties": properties,
+            "required": ["name", *submit["required"]],
+            "additionalProperties": False,
+            "oneOf": [{"required": [timing]} for timing in timings],
+        }
+        creates[task_type] = f"#/components/schemas/{name}"
+        components[name + "_Change"] = {
+            "type": "object",
+            "properties": properties,
+            "required": ["task_type", "params"],
+            "additionalProperties": False,
+        }
+        changes[task_type] = f"#/components/schemas/{name}_Change"
+    components["ScheduleChange"] = {"type": "object", "properties": own, "additionalProperties": False}
+    one_timing_at_most = {
+        "not": {"anyOf": [{"required": [a, b]} for i, a in enumerate(timings) for b in timings[i + 1 :]]}
+    }
+    create: dict[str, Any] = {"oneOf": [{"$ref": ref} for ref in creates.values()]}
+    if creates:
+        create["discriminator"] = {"propertyName": "task_type", "mapping": creates}
+    change = {
+        "allOf": [
+            {"oneOf": [{"$ref": "#/components/schemas/ScheduleChange"}, *({"$ref": r} for r in changes.values())]},
+            one_timing_at_most,
+        ]
+    }
+    return {"schedules_create": create, "schedules_update": change}

@@ -53,12 +53,17 @@ class _StartField(serializers.Field):  # type: ignore[type-arg]
         return super().run_validation(data)
 
 
-class StartTimeField(_StartField, serializers.DateTimeField):
-    """``run_after``: an ISO 8601 date and time (or a date: its midnight); without an offset, in the server's
-    time zone (``TIME_ZONE``). Returned in UTC. A time that does not exist in UTC (year 1 ahead of UTC, year
-    9999 behind it) is refused here, where DRF's own field raised OverflowError (a 500)."""
+class IsoDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 date and time (or a date: its midnight); without an offset, in the server's time zone
+    (``TIME_ZONE``). Returned in UTC. A time that does not exist in UTC (year 1 ahead of UTC, year 9999 behind
+    it) is refused here, where DRF's own field raised OverflowError (a 500). Refusals carry ``code``."""
 
-    refusal = gettext_lazy("run_after must be an ISO 8601 date and time, e.g. 2026-12-01T09:00:00+08:00.")
+    code = "invalid_params"
+    refusal: Any = gettext_lazy("must be an ISO 8601 date and time, e.g. 2026-12-01T09:00:00+08:00.")
+    out_of_range: Any = gettext_lazy("is out of range.")
+
+    def refuse(self, message: Any) -> serializers.ValidationError:
+        return serializers.ValidationError(serializers.ErrorDetail(str(message), code=self.code))
 
     def to_internal_value(self, value: Any) -> datetime:
         try:
@@ -66,14 +71,21 @@ class StartTimeField(_StartField, serializers.DateTimeField):
         except ValueError:  # well formed, but not a time: 2026-02-30, an offset of 24 hours
             parsed = None
         if parsed is None:
-            raise _bad_start(str(self.refusal))
+            raise self.refuse(self.refusal)
         try:
             if timezone.is_naive(parsed):
                 # The server's zone, as the schema says: not the zone a browser's cookie chose for its pages.
                 parsed = timezone.make_aware(parsed, timezone.get_default_timezone())
             return parsed.astimezone(UTC)
         except OverflowError:
-            raise _bad_start(_("run_after is out of range.")) from None
+            raise self.refuse(self.out_of_range) from None
+
+
+class StartTimeField(_StartField, IsoDateTimeField):
+    """``run_after``: refused with the submit's code (``invalid_params``), as a start too far ahead is."""
+
+    refusal = gettext_lazy("run_after must be an ISO 8601 date and time, e.g. 2026-12-01T09:00:00+08:00.")
+    out_of_range = gettext_lazy("run_after is out of range.")
 
 
 class CountdownField(_StartField, serializers.FloatField):
@@ -151,6 +163,9 @@ class ListQuerySerializer(Serializer):
     state = serializers.ChoiceField(choices=TaskState.choices, required=False)
     # Not trimmed: " " is a (matching nothing) type name to the schema, and a cursor ends where its pattern does.
     task_type = TaskTypeQueryField(required=False, max_length=100, trim_whitespace=False)
+    schedule = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1, help_text="Only the runs of this schedule."
+    )
     page = serializers.IntegerField(
         required=False, default=1, min_value=1, max_value=10**9, help_text="Ignored when cursor is given."
     )
@@ -212,6 +227,8 @@ class TaskListItemSerializer(TaskSerializer):
             "progress",
             "cancel_requested",
             "retry_of",
+            "schedule",
+            "scheduled_for",
         ]
 
     def get_owner(self, obj: LongTimeTask) -> str | None:
@@ -293,6 +310,8 @@ class TaskDetailSerializer(TaskSerializer):
             "cancel_requested_at",
             "retry_of",
             "retries",
+            "schedule",
+            "scheduled_for",
         ]
 
     def get_owner(self, obj: LongTimeTask) -> str | None:

@@ -6,6 +6,7 @@ from django.views.decorators.cache import never_cache
 from .errors import api_not_found
 from .events import TaskEventsView, TaskListEventsView
 from .openapi import ApiDocsView, SchemaView
+from .schedules import ScheduleDetailView, ScheduleListView, ScheduleRunView
 from .views import (
     TaskCancelView,
     TaskDetailView,
@@ -27,6 +28,9 @@ urlpatterns = [
     path("tasks/<int:task_id>/cancel/", never_cache(TaskCancelView.as_view()), name="task_cancel"),
     path("tasks/<int:task_id>/retry/", never_cache(TaskRetryView.as_view()), name="task_retry"),
     path("tasks/<int:task_id>/rerun/", never_cache(TaskRerunView.as_view()), name="task_rerun"),
+    path("schedules/", never_cache(ScheduleListView.as_view()), name="schedule_list"),
+    path("schedules/<int:schedule_id>/", never_cache(ScheduleDetailView.as_view()), name="schedule_detail"),
+    path("schedules/<int:schedule_id>/run/", never_cache(ScheduleRunView.as_view()), name="schedule_run"),
     path("task-types/", never_cache(TaskTypeListView.as_view()), name="task_types"),
     path("schema/", never_cache(SchemaView.as_view()), name="api_schema"),
     path("docs/", never_cache(ApiDocsView.as_view(url_name="api_schema")), name="api_docs"),

@@ -50,7 +50,9 @@ LIST_SCHEMA: dict[str, Any] = {
         "estimate (`total_is_estimate`). Page numbers reach 10,000 tasks deep; beyond, follow `next_cursor` "
         "(pass it as `cursor`), which stays fast at any depth; a page reached by cursor has `page: null`, and "
         "`page` is ignored when `cursor` is given. A page beyond the last answers 404. An empty query "
-        "parameter (`?task_type=`) is refused like any other invalid value."
+        "parameter (`?task_type=`) is refused like any other invalid value. `schedule` lists one schedule's "
+        "runs: each task names its `schedule` and the due time it ran for (`scheduled_for`; null for a run "
+        "started by hand)."
     ),
 }
 
@@ -73,6 +75,8 @@ class TaskListView(APIView):
             tasks = tasks.filter(state=q["state"])
         if "task_type" in q:
             tasks = tasks.filter(task_type=q["task_type"])
+        if "schedule" in q:
+            tasks = tasks.filter(schedule_id=q["schedule"])
         page_size = q["page_size"]
         page: int | None = None  # unknown on a cursor page; a cursor makes ``page`` ignored
         total, estimated = capped_count(tasks, conf.LIST_COUNT_CAP)

@@ -134,6 +134,13 @@ class LongTimeTask(models.Model):
             models.Index(fields=["owner", "create_at", "id"], name="ltt_owner_created"),
             # Partial: the rows that are not retries (nearly all) have no entry, so no transition pays for it.
             models.Index(fields=["retry_of"], name="ltt_retry_of", condition=models.Q(retry_of__isnull=False)),
+            # A schedule's runs, newest first (the API's ?schedule=, the dashboard's schedule page): only runs have
+            # an entry.
+            models.Index(
+                fields=["schedule", "create_at", "id"],
+                name="ltt_schedule_runs",
+                condition=models.Q(schedule__isnull=False),
+            ),
         ]
         constraints = [
             # One task per (user, Idempotency-Key): a resubmission with the same key finds the first task.

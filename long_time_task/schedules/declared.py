@@ -116,12 +116,8 @@ def sync() -> dict[str, int]:
                 counts["unchanged"] += 1
                 continue
             # A new timing (or a comeback) is planned from now; other changes keep the pending due time.
-            if before is None or resumed or any(before[name] != after[name] for name in TIMING):
-                service.plan(schedule, now)
-            schedule.save()
-            if before is None and schedule.interval_seconds and schedule.start_at is None:
-                service.plan(schedule, now)  # an interval counts from its creation, known once saved
-                Schedule.objects.filter(id=schedule.id).update(next_run_at=schedule.next_run_at)
+            replan = before is None or resumed or any(before[name] != after[name] for name in TIMING)
+            service.save_planned(schedule, now, replan=replan)
             if not resumed:
                 counts["created" if before is None else "updated"] += 1
         for name, row in rows.items():

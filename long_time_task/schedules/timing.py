@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
+from django.utils.translation import gettext as _
 
 TICK = timedelta(microseconds=1)
 
@@ -39,12 +40,13 @@ def zone(name: str) -> ZoneInfo:
     """The IANA zone ``name`` (InvalidSchedule if there is none)."""
     if not isinstance(name, str) or not name or name not in _zones():
         raise InvalidSchedule(
-            f"Unknown time zone {name!r}: use an IANA name such as 'Asia/Shanghai'.", field="timezone"
+            _("Unknown time zone %(name)r: use an IANA name such as 'Asia/Shanghai'.") % {"name": name},
+            field="timezone",
         )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidSchedule(f"Unknown time zone {name!r}.", field="timezone") from exc
+        raise InvalidSchedule(_("Unknown time zone %(name)r.") % {"name": name}, field="timezone") from exc
 
 
 _ZONES: frozenset[str] | None = None
@@ -62,14 +64,17 @@ def check_cron(expression: str) -> str:
     fields = expression.split() if isinstance(expression, str) else []
     if len(fields) != 5:
         raise InvalidSchedule(
-            f"A cron expression has 5 fields (minute hour day-of-month month day-of-week), not {expression!r}.",
+            _("A cron expression has 5 fields (minute hour day-of-month month day-of-week), not %(value)r.")
+            % {"value": expression},
             field="cron",
         )
     normalised = " ".join(fields)
     try:
         CronSim(normalised, datetime(2000, 1, 1, tzinfo=UTC))
     except CronSimError as exc:
-        raise InvalidSchedule(f"Invalid cron expression {expression!r}: {exc}.", field="cron") from exc
+        raise InvalidSchedule(
+            _("Invalid cron expression %(value)r: %(reason)s.") % {"value": expression, "reason": exc}, field="cron"
+        ) from exc
     return normalised
 
 
@@ -89,7 +94,10 @@ class Timing:
         """The first due time strictly after ``moment`` (None: there is none, or it is past the end)."""
         if self.start is not None and moment < self.start:
             moment = self.start - TICK  # the start itself may be a due time
-        found = self._first_after(moment)
+        try:
+            found = self._first_after(moment)
+        except OverflowError:  # beyond the year 9999: no more due times
+            return None
         if found is None or (self.end is not None and found > self.end):
             return None
         return found

@@ -1,5 +1,6 @@
 /* The task dashboard's script: live updates from the API's Server-Sent Events (polling when they fail),
-   and a type picker that needs no button. Every page works without it. */
+   a type picker that needs no button, a dialog before a delete, and the new schedule form's live preview.
+   Every page works without it. */
 (function () {
   "use strict";
   document.documentElement.classList.add("js");
@@ -28,10 +29,98 @@
     return s + " s";
   }
 
+  // The new schedule form: only the chosen timing's field shows, and the next runs of the timing, in the
+  // schedule's zone, are asked of the server (schedules/preview/) as it is typed; an error shows on its field.
+  function scheduleTiming(form) {
+    var box = form.querySelector("[data-preview]");
+    var list = box.querySelector("[data-preview-runs]");
+    var message = box.querySelector("[data-preview-message]");
+    var zoneLabel = box.querySelector("[data-preview-zone]");
+    var url = form.getAttribute("data-preview-url");
+    var watched = ["cron", "interval_seconds", "run_at", "timezone"];
+    var timer = null, asked = 0;
+
+    function kind() {
+      var checked = form.querySelector("input[data-timing]:checked");
+      return checked ? checked.value : "cron";
+    }
+    function showKind() {
+      var chosen = kind();
+      form.querySelectorAll("[data-timing-field]").forEach(function (field) {
+        field.hidden = field.getAttribute("data-timing-field") !== chosen;
+      });
+    }
+    function showErrors(data) {
+      form.querySelectorAll("[data-error-for]").forEach(function (el) {
+        var name = el.getAttribute("data-error-for"), wrong = Boolean(data.error) && data.field === name;
+        el.textContent = wrong ? data.error : "";
+        el.hidden = !wrong;
+        var field = el.closest(".field"), input = form.elements[name];
+        if (field) { field.classList.toggle("has-error", wrong); }
+        if (input && wrong) { input.setAttribute("aria-invalid", "true"); } else if (input) { input.removeAttribute("aria-invalid"); }
+      });
+    }
+    function show(data) {
+      showErrors(data);
+      list.textContent = "";
+      if (data.error) {
+        var onField = form.querySelector('[data-error-for="' + data.field + '"]');
+        message.textContent = onField ? box.getAttribute("data-hint") : data.error;
+        return;
+      }
+      zoneLabel.textContent = data.timezone;
+      data.shown.forEach(function (text, i) {
+        var item = document.createElement("li"), time = document.createElement("time");
+        time.setAttribute("datetime", data.runs[i]);  // no data-local: these read in the schedule's zone
+        time.textContent = text;
+        item.appendChild(time);
+        list.appendChild(item);
+      });
+      message.textContent = data.runs.length ? "" : box.getAttribute("data-no-run");
+    }
+    function ask() {
+      window.clearTimeout(timer);
+      var chosen = kind(), input = form.elements[chosen], value = input ? input.value.trim() : "";
+      var mine = ++asked;
+      if (!value) { list.textContent = ""; message.textContent = box.getAttribute("data-empty"); return; }
+      var query = new URLSearchParams();
+      query.set(chosen, value);
+      query.set("timezone", form.elements.timezone.value.trim());
+      fetch(url + "?" + query.toString(), { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (data) { if (data && mine === asked) { show(data); } })  // only the newest answer counts
+        .catch(function () { /* the next keystroke asks again; Preview still works */ });
+    }
+    form.addEventListener("input", function (event) {
+      if (watched.indexOf(event.target.name) !== -1) {
+        window.clearTimeout(timer);
+        timer = window.setTimeout(ask, 300);
+      }
+    });
+    form.addEventListener("change", function (event) {
+      if (event.target.hasAttribute("data-timing")) { showKind(); ask(); }
+    });
+    showKind();
+    ask();
+  }
+
   // The type picker: choosing a type shows its form.
   document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
     select.addEventListener("change", function () { if (select.value) { select.form.submit(); } });
   });
+
+  // Forms that ask first (deleting a schedule): a yes in the dialog tells the server so; without the script
+  // the server asks on a page of its own.
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); return; }
+      var confirmed = form.querySelector('input[name="confirmed"]');
+      if (confirmed) { confirmed.value = "yes"; }
+    });
+  });
+
+  var scheduleForm = document.querySelector("form[data-schedule-form]");
+  if (scheduleForm) { scheduleTiming(scheduleForm); }
 
   var root = document.querySelector("[data-live]");
   if (!root) { return; }
