@@ -51,8 +51,10 @@ test: venv test-deps
 	$(BIN)/python -m pytest
 
 # What the tests need besides the virtualenv: Debian's chromium for the dashboard's browser tests (Playwright's
-# own browser download is not used), and Debian's prometheus (with promtool) for the metrics tests, each
-# installed here when missing, as root or with sudo.
+# own browser download is not used), Debian's prometheus (with promtool) for the metrics tests, and Debian's nginx,
+# supervisor, systemd (systemd-analyze) and openssl for the deployment recipes' tests (tests/deploy: they start
+# their own nginx and supervisord, so the services Debian starts on install can be disabled: systemctl disable
+# --now nginx supervisor), each installed here when missing, as root or with sudo.
 test-deps:
 	@command -v "$${LTT_CHROMIUM:-chromium}" >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
@@ -60,6 +62,11 @@ test-deps:
 	@{ command -v "$${LTT_PROMETHEUS:-prometheus}" && command -v "$${LTT_PROMTOOL:-promtool}"; } >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus \
 		|| { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }; }
+	@{ command -v "$${LTT_NGINX:-/usr/sbin/nginx}" && command -v "$${LTT_SUPERVISORD:-supervisord}" \
+		&& command -v "$${LTT_SYSTEMD_ANALYZE:-systemd-analyze}" && command -v "$${LTT_OPENSSL:-openssl}"; } >/dev/null 2>&1 \
+		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx supervisor systemd openssl \
+		|| { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx supervisor systemd openssl; }; }
 
 test-browser: venv test-deps
 	$(BIN)/python -m pytest tests/browser

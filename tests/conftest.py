@@ -154,7 +154,13 @@ def anon() -> APIClient:
 
 # Suites whose outcome does not depend on the Django line, and which take minutes: CI runs them on its first line
 # only (`-m "not once"` on the second; .ci/run).
-ONCE = ("tests/faults/", "tests/browser/", "tests/test_api_fuzz.py", "tests/integration/test_schedules_worker.py")
+ONCE = (
+    "tests/faults/",
+    "tests/browser/",
+    "tests/test_api_fuzz.py",
+    "tests/integration/test_schedules_worker.py",
+    "tests/deploy/",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

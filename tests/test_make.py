@@ -41,6 +41,10 @@ def stub_bin(tmp_path: Path) -> dict[str, str]:
         LTT_CHROMIUM=str(tmp_path / "no-chromium-here"),
         LTT_PROMETHEUS="/bin/sh",  # there (the prometheus tests have their own)
         LTT_PROMTOOL="/bin/sh",
+        LTT_NGINX="/bin/sh",  # there (the deployment recipes' tests have their own)
+        LTT_SUPERVISORD="/bin/sh",
+        LTT_SYSTEMD_ANALYZE="/bin/sh",
+        LTT_OPENSSL="/bin/sh",
     )
     return env
 
