@@ -85,6 +85,22 @@ class WorkerProcess:
         self.log.close()
 
 
+def wait_for_sessions_to_end(application_name: str, *, timeout: float = 30) -> None:
+    """Wait until no connection to the test database names itself ``application_name`` (a stack a test started
+    is gone only once its database sessions are: a flush or a drop would otherwise wait on them)."""
+    from django.db import connection
+
+    def sessions() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                [application_name],
+            )
+            return int(cursor.fetchone()[0])
+
+    wait_for(lambda: sessions() == 0, timeout=timeout, what=f"the database sessions of {application_name} to end")
+
+
 def worker_env(database_name: str, **extra: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(

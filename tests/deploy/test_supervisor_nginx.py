@@ -35,7 +35,7 @@ from tests.deploy.conftest import binary
 from tests.deploy.recipes import DEPLOY, VENV, Layout
 from tests.security.stack import PRIVATE_PREFIXES, redis_url_with_db
 from tests.testapp.models import HandlerRun
-from tests.workers import ROOT, free_port, wait_for
+from tests.workers import ROOT, free_port, wait_for, wait_for_sessions_to_end
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -296,19 +296,8 @@ def deployment(
                 os.killpg(pid, signal.SIGKILL)
         store.flushdb()
         store.close()
-        from django.db import connection
-
-        def stack_sessions() -> int:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND application_name = %s",
-                    [APPLICATION],
-                )
-                return int(cursor.fetchone()[0])
-
         with django_db_blocker.unblock():
-            wait_for(lambda: stack_sessions() == 0, timeout=30, what="the stack's database sessions to end")
+            wait_for_sessions_to_end(APPLICATION)
 
 
 @pytest.fixture

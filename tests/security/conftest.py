@@ -23,7 +23,7 @@ import redis
 from django.conf import settings
 
 from tests.security.stack import Client, Stack, redis_url_with_db, stack_env
-from tests.workers import wait_for
+from tests.workers import wait_for_sessions_to_end
 
 CACHE_DB = 11  # the stack's cache (throttle counters) on the tests' Redis, unless TEST_CACHE_URL says otherwise
 BROKER_DB = 12  # the stack's broker, likewise (TEST_STACK_BROKER_URL)
@@ -82,19 +82,9 @@ def stack(stack_database: str, broker: redis.Redis, tmp_path_factory: Any, djang
             store.flushdb()
             store.close()
         from django.core.management import call_command
-        from django.db import connection
-
-        def stack_sessions() -> int:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND application_name = %s",
-                    [STACK_APPLICATION],
-                )
-                return int(cursor.fetchone()[0])
 
         with django_db_blocker.unblock():
-            wait_for(lambda: stack_sessions() == 0, timeout=30, what="the stack's database sessions to end")
+            wait_for_sessions_to_end(STACK_APPLICATION)
             call_command("flush", interactive=False, verbosity=0)
 
 
