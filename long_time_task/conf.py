@@ -150,6 +150,13 @@ class Conf:
     HEARTBEAT_INTERVAL = Setting(
         10.0, float, "how often a worker renews the leases of its running tasks (keep well below the lease)"
     )
+    LEASE_FENCE = Setting(
+        True,
+        bool,
+        "a worker that could not renew a running task's lease for two thirds of `LEASE_SECONDS` kills the process "
+        "running it before the lease runs out, so that a worker cut off from the database never runs an attempt "
+        "while its retry runs elsewhere (prefork pool)",
+    )
     REDISPATCH_AFTER = Setting(
         120.0,
         float,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import connections, models
@@ -137,6 +137,25 @@ def _progress_statement(
 
 
 CLOCK_TOLERANCE = 1.0  # seconds: how early (by the database's clock) a delayed task may be claimed
+
+
+def database_now(using: str = "default") -> datetime:
+    """The database's current time (aware): the one clock every host shares, whatever each host's own says. Leases,
+    redispatch times and schedules' due times are compared with it."""
+    connection = connections[using]
+    sql = {
+        "postgresql": "SELECT CURRENT_TIMESTAMP",
+        "sqlite": "SELECT STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')",
+        "mysql": "SELECT UTC_TIMESTAMP(6)",
+    }.get(connection.vendor)
+    if sql is None:
+        return timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
 
 
 def db_now_plus(seconds: float) -> Any:
@@ -448,10 +467,11 @@ class LongTimeTaskQuerySet(models.QuerySet["LongTimeTask"]):
     def lease_expired(self) -> LongTimeTaskQuerySet:
         return self.filter(state=TaskState.RUNNING, lease_expires_at__lt=Now())
 
-    def dispatch_due(self, now: datetime) -> LongTimeTaskQuerySet:
-        """Waiting rows whose message never went out, or has not started for too long."""
+    def dispatch_due(self, now: datetime | None = None) -> LongTimeTaskQuerySet:
+        """Waiting rows whose message never went out, or has not started for too long: due by the database's
+        clock (``Now()``, whatever the clock of the host asking) unless ``now`` is given."""
         s = TaskState
-        return self.filter(state__in=[s.PENDING, s.RETRYING], redispatch_at__lte=now)
+        return self.filter(state__in=[s.PENDING, s.RETRYING], redispatch_at__lte=Now() if now is None else now)
 
     def postpone_dispatch(self, task_id: int, *, state: str, attempts: int, seen: datetime, until: datetime) -> bool:
         """Take the right to re-publish a waiting row: only one sweeper wins, and only if nothing moved."""

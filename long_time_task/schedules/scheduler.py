@@ -38,6 +38,7 @@ from django.utils import timezone
 from .. import services
 from ..conf import conf
 from ..models import TERMINAL_STATES, LongTimeTask, MisfirePolicy, Schedule
+from ..models.querysets import database_now
 from ..models.schedules import Move
 from ..registry import InvalidParams, UnknownTaskType
 from .timing import InvalidSchedule, timing_of
@@ -50,9 +51,10 @@ SCHEDULER_TASK = "long_time_task.run_schedules"
 def tick(now: datetime | None = None) -> dict[str, int]:
     """Create the runs of the schedules due at ``now`` (the current time). Returns counts: ``created``,
     ``duplicate`` (made by a concurrent tick), ``skipped`` (a due time left out: missed, or its previous run
-    unfinished), ``paused`` (schedules that paused themselves), ``schedules`` (those handled)."""
-    now = now or timezone.now()
+    unfinished), ``paused`` (schedules that paused themselves), ``schedules`` (those handled). The current time is
+    the database's, not this host's: a worker whose clock is off runs nothing early or late."""
     db = router.db_for_write(Schedule)
+    now = now or database_now(db)
     with transaction.atomic(using=db):
         due = Schedule.objects.using(db).due(now).select_related("owner")
         if connections[db].features.has_select_for_update_skip_locked:

@@ -16,6 +16,16 @@ its consumer reads at that moment (``celery control add_consumer`` included) and
 the system check, the dashboard and the metrics know that a queue has no consumer. A clean shutdown marks it
 stopped.
 
+Self-fencing (``LEASE_FENCE``, on by default): a lease only works if the worker that loses it stops. A worker cut
+off from the database (a partition, its link down) cannot renew its leases, and once they run out the reaper,
+on a host that still reaches the database, retries the tasks elsewhere; left alone, the cut-off worker would go on
+running its attempt at the same time. So a second thread, ``LeaseFence``, which needs neither the database nor the
+broker, watches the time since the last renewal that succeeded (on this process's monotonic clock, counted from
+before the renewal was sent, so never later than the database's own count): once a running attempt has gone two
+thirds of ``LEASE_SECONDS`` without one, it kills the child process running it (SIGKILL), a third of the lease
+before anyone else may claim the task. Nothing runs twice at once, whatever the network does; the attempt is
+recovered as any killed one (at once if the database answers, else by the reaper when its lease has expired).
+
 With ``WORKER_LIVENESS_FILE`` set, the thread also touches that file when it starts and after every beat, whether
 or not the database answered, for the worker's liveness probe (``observability/probe.py``): a worker whose main
 process or heartbeat is stuck goes stale and is restarted, one cut off from its database is not.
@@ -27,6 +37,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -133,6 +144,9 @@ class LeaseHeartbeat(threading.Thread):
         path = conf.WORKER_LIVENESS_FILE
         self.liveness = LivenessFile(path) if path is not None else None
         self._stopped = threading.Event()
+        # When the last renewal that succeeded was sent (monotonic); a start counts as one (a claim just made
+        # its lease).
+        self.renewed_at = time.monotonic()
 
     def run(self) -> None:
         self.alive()
@@ -153,10 +167,12 @@ class LeaseHeartbeat(threading.Thread):
         """Renew the leases; the number renewed, or None if the database could not be reached."""
         from ..models import LongTimeTask
 
+        sent = time.monotonic()
         try:
             if not connection.in_atomic_block:  # (never, in the heartbeat thread; only in tests)
                 close_old_connections()  # this thread's own connection: CONN_MAX_AGE and health checks
             renewed = LongTimeTask.objects.renew_leases(active_celery_ids(), worker=self.worker, lease=self.lease)
+            self.renewed_at = sent
             enforce_cancels(conf.CANCEL_GRACE_SECONDS, self.worker)
         except Exception:
             logger.exception("Could not renew task leases")
@@ -189,6 +205,67 @@ class LeaseHeartbeat(threading.Thread):
             WorkerHeartbeat.objects.stopped(self.worker)
         except Exception:
             logger.exception("Could not record worker %s as stopped", self.worker)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def request_started(request: Any, now: float) -> float | None:
+    """When ``request`` started in its child process, on this process's monotonic clock (None: not started yet).
+    Celery keeps the start as wall-clock time (``time_start``); converted here, within this one process."""
+    started = getattr(request, "time_start", None)
+    if not started:
+        return None
+    return now - max(0.0, time.time() - float(started))
+
+
+class LeaseFence(threading.Thread):
+    """Kills the child process of every running attempt whose lease this worker could not renew for ``after``
+    seconds (the module's docstring says why). Reads only this process's state: it works while the database and
+    the broker are unreachable, and while the heartbeat thread itself is stuck on a dead connection."""
+
+    def __init__(self, heartbeat: LeaseHeartbeat, *, after: float | None = None, period: float = 0.25) -> None:
+        super().__init__(name="long-time-task-lease-fence", daemon=True)
+        self.heartbeat = heartbeat
+        self.after = after if after is not None else conf.LEASE_SECONDS * 2 / 3
+        self.period = period
+        self.fenced: set[tuple[str, int | None, int]] = set()
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.period):
+            try:
+                self.check(time.monotonic())
+            except Exception:  # never let the fence die: it is the last line
+                logger.exception("Lease fence: check failed")
+
+    def check(self, now: float) -> list[int]:
+        """Kill what is overdue; returns the pids killed."""
+        killed = []
+        renewed = self.heartbeat.renewed_at
+        for request in active_requests():
+            pid = getattr(request, "worker_pid", None)
+            started = request_started(request, now)
+            if not pid or started is None or pid == os.getpid():
+                continue  # not in a child process (yet): nothing this thread may kill
+            # The lease in force is the later of the last renewal and the attempt's own claim (after its start).
+            if now - max(renewed, started) < self.after:
+                continue
+            key = (str(request.id), request_attempt(request), int(pid))
+            if key in self.fenced:
+                continue
+            self.fenced.add(key)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            killed.append(int(pid))
+            logger.error(
+                "Lease fence: could not renew the lease of %s (attempt %s) for %.1fs (lease %gs): killed its "
+                "process %s, before the lease runs out and the task may be retried elsewhere",
+                request.id, key[1], now - max(renewed, started), conf.LEASE_SECONDS, pid,
+            )  # fmt: skip
+        return killed
 
     def stop(self) -> None:
         self._stopped.set()

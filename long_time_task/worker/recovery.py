@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from .. import metrics, signals
 from ..conf import conf
@@ -35,7 +35,10 @@ def recover_attempt(task_id: int, attempt: int, cause: str) -> str:
     had already moved on). ``cause`` (``metrics.WORKER_LOST`` or ``LEASE_EXPIRED``) labels the recovery in
     the metrics; every outcome but "skipped" counts as one, and a terminal one also as a finished task.
     """
-    row = LongTimeTask.objects.filter(id=task_id, state=TaskState.RUNNING, attempts=attempt).first()
+    # The database's clock, not this host's: the claim and the lease were stamped by it (a host whose clock is
+    # off would otherwise see time limits passed, or not, that are not).
+    rows = LongTimeTask.objects.filter(id=task_id, state=TaskState.RUNNING, attempts=attempt)
+    row = rows.annotate(db_now=Now()).first()
     if row is None:
         return "skipped"
     outcome = _recover(row, attempt, cause)
@@ -64,7 +67,7 @@ def _recover(row: LongTimeTask, attempt: int, cause: str) -> str:
         cancelled = tasks.finish_cancelled(task_id, attempt=attempt, message=message, cause=cause)
         return "cancelled" if cancelled else "skipped"
     config = LongTimeTaskRegister.get_task(row.task_type)
-    now = timezone.now()
+    now = row.db_now  # type: ignore[attr-defined]  # annotated by recover_attempt
     if config is not None and row.claimed_at and row.claimed_at + timedelta(seconds=config.timeout) <= now:
         # Killed by its hard time limit (or as good as): never retried silently.
         message = f"Time limit exceeded: the task was killed after its hard limit of {config.timeout}s"
@@ -112,8 +115,9 @@ def reap_expired_leases() -> dict[str, int]:
 
 def dispatch_due_tasks() -> int:
     """Publish waiting rows whose message never went out (or was lost with the broker)."""
-    now = timezone.now()
-    due = LongTimeTask.objects.dispatch_due(now).order_by("redispatch_at")[: conf.MAINTENANCE_BATCH]
+    # Due, and postponed, by the database's clock: every redispatch time is compared with the same clock,
+    # whichever host wrote it or sweeps it.
+    due = LongTimeTask.objects.dispatch_due().annotate(db_now=Now()).order_by("redispatch_at")[: conf.MAINTENANCE_BATCH]
     published = 0
     fields = (
         "id",
@@ -143,7 +147,7 @@ def dispatch_due_tasks() -> int:
             state=task.state,
             attempts=task.attempts,
             seen=task.redispatch_at,
-            until=now + timedelta(seconds=backoff),
+            until=task.db_now + timedelta(seconds=backoff),  # type: ignore[attr-defined]  # annotated above
         ):
             continue  # another sweeper took it, or the row moved on
         # A delayed task held in the database (never published: its first publish is due at its start) is

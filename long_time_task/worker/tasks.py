@@ -29,10 +29,11 @@ from ..signals import ended
 from ..tracing import traced_attempt
 from . import recovery
 from .executor import Executor
-from .heartbeat import LeaseHeartbeat, consumed_queues, request_attempt
+from .heartbeat import LeaseFence, LeaseHeartbeat, consumed_queues, request_attempt
 
 logger = logging.getLogger(__name__)
 _heartbeat: LeaseHeartbeat | None = None
+_fence: LeaseFence | None = None
 
 
 class AttemptFailed(Exception):  # noqa: N818 - it says what happened to the attempt
@@ -167,6 +168,10 @@ def _start_heartbeat(sender: Any = None, **kwargs: Any) -> None:
             concurrency=concurrency if isinstance(concurrency, int) else None,
         )
         _heartbeat.start()
+        global _fence
+        if conf.LEASE_FENCE:
+            _fence = LeaseFence(_heartbeat)
+            _fence.start()
 
 
 @signals.worker_ready.connect(dispatch_uid="long_time_task.worker.metrics.start")
@@ -189,6 +194,8 @@ def _stop_metrics_exporter(**kwargs: Any) -> None:
 
 @signals.worker_shutdown.connect(dispatch_uid="long_time_task.worker.heartbeat.stop")
 def _stop_heartbeat(**kwargs: Any) -> None:
+    if _fence is not None:
+        _fence.stop()
     if _heartbeat is not None:
         _heartbeat.stop()
         _heartbeat.join(timeout=conf.HEARTBEAT_INTERVAL)  # its last beat must not write "alive" after "stopped"
