@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import django
@@ -193,6 +194,28 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+
+
+def harden_postgres(database: Any) -> None:
+    """A host cut off from PostgreSQL (a partition, a dead server that never closed the connection) must not wait
+    on it for the kernel's default of minutes to hours: connects give up after 5 s, an idle connection is probed
+    after 10 s and dropped after three unanswered probes, and data left unacknowledged for 20 s drops it (libpq's
+    connect_timeout, keepalives and tcp_user_timeout). Options in DATABASE_URL's query string win."""
+    if "postgresql" not in database["ENGINE"]:
+        return
+    options = database.setdefault("OPTIONS", {})
+    for key, value in {
+        "connect_timeout": 5,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 20_000,  # milliseconds
+    }.items():
+        options.setdefault(key, value)
+
+
+harden_postgres(DATABASES["default"])
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share the file: WAL plus IMMEDIATE transactions avoid "database is locked".
     DATABASES["default"]["OPTIONS"] = {
@@ -314,6 +337,7 @@ LONG_TIME_TASK_MAX_PARAMS_BYTES = env_int("LONG_TIME_TASK_MAX_PARAMS_BYTES", 16_
 # Reliability bounds, in seconds (see the README's "Guarantees").
 LONG_TIME_TASK_LEASE_SECONDS = float(env_str("LONG_TIME_TASK_LEASE_SECONDS", "30"))
 LONG_TIME_TASK_HEARTBEAT_INTERVAL = float(env_str("LONG_TIME_TASK_HEARTBEAT_INTERVAL", "10"))
+LONG_TIME_TASK_LEASE_FENCE = env_bool("LONG_TIME_TASK_LEASE_FENCE", True)
 LONG_TIME_TASK_REAPER_INTERVAL = float(env_str("LONG_TIME_TASK_REAPER_INTERVAL", "15"))
 LONG_TIME_TASK_SWEEP_INTERVAL = float(env_str("LONG_TIME_TASK_SWEEP_INTERVAL", "15"))
 LONG_TIME_TASK_REDISPATCH_AFTER = float(env_str("LONG_TIME_TASK_REDISPATCH_AFTER", "120"))
@@ -349,8 +373,12 @@ LONG_TIME_TASK_WORKER_METRICS_PORT = env_int("LONG_TIME_TASK_WORKER_METRICS_PORT
 # ---------------------------------------------------------------- Celery
 # redis://[:password@]host:6379/0, rediss://... for TLS, amqp://user:pass@host:5672//, or the default:
 # kombu's SQLAlchemy transport on a SQLite file, a broker that needs no server (no priorities, no broadcast).
+# Redis behind Sentinel: every Sentinel, `;`-separated, the database in the first one, the master's name apart:
+# CELERY_BROKER_URL='sentinel://10.0.0.1:26379/0;sentinel://10.0.0.2:26379/0;sentinel://10.0.0.3:26379/0'
+# CELERY_BROKER_SENTINEL_MASTER=mymaster (docs/deployment.md, "Redis Sentinel").
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}")
 _BROKER_SCHEME = CELERY_BROKER_URL.split("://", 1)[0]
+_REDIS_BROKER = _BROKER_SCHEME.startswith("redis") or _BROKER_SCHEME == "sentinel"  # Sentinel: Redis, found by asking
 # A submit must not hang on a dead broker: give up connecting after this many seconds (the row stays PENDING).
 CELERY_BROKER_CONNECTION_TIMEOUT = float(env_str("CELERY_BROKER_CONNECTION_TIMEOUT", "2"))
 if _BROKER_SCHEME == "rediss" and "ssl_cert_reqs" not in CELERY_BROKER_URL:
@@ -390,14 +418,36 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_DEFAULT_PRIORITY = 5
-_QUEUE_ARGUMENTS = {"x-max-priority": 10} if _BROKER_SCHEME.startswith("amqp") else None
+# RabbitMQ only: CELERY_QUEUE_TYPE=classic (the default: priority queues, x-max-priority=10) or quorum (replicated,
+# with a poison-message limit of CELERY_QUEUE_DELIVERY_LIMIT redeliveries; no priorities on RabbitMQ 3.x, which
+# refuses x-max-priority on them). Quorum queues sit on topic exchanges, so that Celery's native delayed delivery
+# carries countdowns and retry delays (on a direct exchange they would hold a worker's prefetch slot). A queue's
+# type cannot change in place: docs/deployment.md, "Quorum queues", says how to migrate.
+_QUEUE_TYPE = env_str("CELERY_QUEUE_TYPE", "classic").strip().lower() or "classic"
+if _QUEUE_TYPE not in {"classic", "quorum"}:
+    raise ValueError(f"CELERY_QUEUE_TYPE={_QUEUE_TYPE!r} is not a queue type (use classic or quorum)")
+if _QUEUE_TYPE == "quorum" and not _BROKER_SCHEME.startswith("amqp"):
+    raise ValueError(f"CELERY_QUEUE_TYPE=quorum needs a RabbitMQ broker (amqp://), not {_BROKER_SCHEME}://")
+_DELIVERY_LIMIT = env_int("CELERY_QUEUE_DELIVERY_LIMIT", 5)
+if _DELIVERY_LIMIT < 1:
+    raise ValueError(f"CELERY_QUEUE_DELIVERY_LIMIT={_DELIVERY_LIMIT} must be at least 1")
+_QUEUE_ARGUMENTS: dict[str, object] | None = None
+_EXCHANGE_TYPE = "direct"
+if _QUEUE_TYPE == "quorum":
+    _QUEUE_ARGUMENTS = {"x-queue-type": "quorum", "x-delivery-limit": _DELIVERY_LIMIT}
+    _EXCHANGE_TYPE = "topic"
+    # A queue Celery creates on the fly (`celery control add_consumer NEW`) is a quorum queue too.
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
+elif _BROKER_SCHEME.startswith("amqp"):
+    _QUEUE_ARGUMENTS = {"x-max-priority": 10}
 CELERY_TASK_QUEUES = tuple(
-    Queue(name, Exchange(name), routing_key=name, queue_arguments=_QUEUE_ARGUMENTS)
+    Queue(name, Exchange(name, type=_EXCHANGE_TYPE), routing_key=name, queue_arguments=_QUEUE_ARGUMENTS)
     # "maintenance" carries only the reaper and the sweeper, so long tasks can never starve them.
     for name in ("default", "heavy", "priority", "maintenance")
 )
 
-if _BROKER_SCHEME.startswith("redis") or _BROKER_SCHEME.startswith("rediss"):
+if _REDIS_BROKER:
     # Ten real priority levels (Redis folds them into 4 by default); 0 is the *highest* on Redis, and
     # long_time_task maps the registry's 1..10 (10 highest) onto it.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -410,14 +460,40 @@ if _BROKER_SCHEME.startswith("redis") or _BROKER_SCHEME.startswith("rediss"):
         "socket_timeout": 10,
         "socket_keepalive": True,
     }
+    if _BROKER_SCHEME == "sentinel":
+        # kombu asks the Sentinels for this master's address before every new connection (so after a failover,
+        # reconnecting is all it takes), with the socket_* options above on both kinds of connection.
+        CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = env_str("CELERY_BROKER_SENTINEL_MASTER", "mymaster")
+        # A master that stops answering without closing its connections (its host cut off, its process frozen):
+        # kombu's check gives up on a worker's BRPOP after about 1 + 2 x this many seconds (its default is 25;
+        # measured, a worker consumed again 48 s after such a failover with it, 20 s with 5).
+        CELERY_BROKER_TRANSPORT_OPTIONS["health_check_interval"] = env_int("CELERY_BROKER_HEALTH_CHECK_INTERVAL", 5)
+        # The Sentinels' own password (one in the URL is the master's), with the socket_* options, which redis-py
+        # no longer copies onto the Sentinels' connections once sentinel_kwargs is given.
+        if os.environ.get("CELERY_BROKER_SENTINEL_PASSWORD"):
+            CELERY_BROKER_TRANSPORT_OPTIONS["sentinel_kwargs"] = {
+                **{k: v for k, v in CELERY_BROKER_TRANSPORT_OPTIONS.items() if k.startswith("socket_")},
+                "password": os.environ["CELERY_BROKER_SENTINEL_PASSWORD"],
+            }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
 
 # Celery beat runs long_time_task's reaper (expired leases) and sweeper (unpublished or lost messages).
+# Each message expires unrun once it is older than a few minutes, so that a maintenance queue left without a
+# consumer holds a bounded backlog. Not sooner: the expiry is an absolute time, set by beat's clock and compared
+# with the worker's, so it must outlast any clock skew between their hosts, or a worker whose clock runs ahead
+# discards every message (nothing recovered, nothing scheduled; tests/hosts measures it with 30 s).
+MAINTENANCE_EXPIRES = 300.0
+
+
+def maintenance_expires(interval: float) -> float:
+    return max(MAINTENANCE_EXPIRES, interval)
+
+
 _MAINTENANCE = {
     "queue": env_str("LONG_TIME_TASK_MAINTENANCE_QUEUE", "maintenance"),
-    "expires": max(LONG_TIME_TASK_REAPER_INTERVAL, LONG_TIME_TASK_SWEEP_INTERVAL),
-    "priority": 0 if _BROKER_SCHEME.startswith("redis") else 9,  # the highest
+    "expires": maintenance_expires(max(LONG_TIME_TASK_REAPER_INTERVAL, LONG_TIME_TASK_SWEEP_INTERVAL)),
+    "priority": 0 if _REDIS_BROKER else 9,  # the highest
 }
 CELERY_BEAT_SCHEDULE = {
     "long-time-task-reaper": {
@@ -430,17 +506,17 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": LONG_TIME_TASK_SWEEP_INTERVAL,
         "options": _MAINTENANCE,
     },
-    # Creates the runs of the due schedules; a tick that waited longer than the next one's interval is dropped.
+    # Creates the runs of the due schedules (a backlog of ticks costs little: the first one does the work).
     "long-time-task-scheduler": {
         "task": "long_time_task.run_schedules",
         "schedule": LONG_TIME_TASK_SCHEDULER_INTERVAL,
-        "options": {**_MAINTENANCE, "expires": LONG_TIME_TASK_SCHEDULER_INTERVAL},
+        "options": _MAINTENANCE,
     },
     # Deletes finished tasks past their retention (nothing, unless a retention is set).
     "long-time-task-purge": {
         "task": "long_time_task.purge_expired_tasks",
         "schedule": LONG_TIME_TASK_PURGE_INTERVAL,
-        "options": {**_MAINTENANCE, "expires": LONG_TIME_TASK_PURGE_INTERVAL},
+        "options": {**_MAINTENANCE, "expires": maintenance_expires(LONG_TIME_TASK_PURGE_INTERVAL)},
     },
 }
 

@@ -85,6 +85,57 @@ def check_visibility_timeout(app_configs: Any = None, **kwargs: Any) -> list[War
 
 
 @register()
+def check_sentinel_master_name(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """kombu refuses a Sentinel broker without ``master_name`` only when it connects: every publish would fail (each
+    submit's row left PENDING, each sweep failing again) and no worker would start. Say so at start-up instead."""
+    broker = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}
+    if not broker.startswith("sentinel://") or options.get("master_name"):
+        return []
+    return [
+        Error(
+            "CELERY_BROKER_URL is a Redis Sentinel URL (sentinel://), but CELERY_BROKER_TRANSPORT_OPTIONS has no "
+            "'master_name': kombu cannot ask the Sentinels which server is the master, so no message can be sent.",
+            hint="Set CELERY_BROKER_TRANSPORT_OPTIONS['master_name'] to the name the Sentinels monitor "
+            "(`sentinel monitor <name> ...`; CELERY_BROKER_SENTINEL_MASTER in the demo).",
+            id="long_time_task.E006",
+        )
+    ]
+
+
+@register()
+def check_lease_heartbeat(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """The heartbeat must renew a lease well within it: with the fence on, a worker kills an attempt whose lease
+    went two thirds of ``LEASE_SECONDS`` unrenewed, so a heartbeat that slow would kill healthy tasks."""
+    from .conf import conf
+
+    interval, lease = conf.HEARTBEAT_INTERVAL, conf.LEASE_SECONDS
+    if interval <= lease / 3:
+        return []
+    hint = (
+        "Set LONG_TIME_TASK_HEARTBEAT_INTERVAL to at most a third of LONG_TIME_TASK_LEASE_SECONDS (10 and 30 by "
+        "default): a failed renewal then has time to be retried before anything expires."
+    )
+    if conf.LEASE_FENCE and interval >= lease * 2 / 3:
+        return [
+            Error(
+                f"LONG_TIME_TASK_HEARTBEAT_INTERVAL ({interval:g}s) is not below two thirds of LEASE_SECONDS "
+                f"({lease:g}s): the lease fence would kill running tasks between two healthy renewals.",
+                hint=hint,
+                id="long_time_task.E005",
+            )
+        ]
+    return [
+        Warning(
+            f"LONG_TIME_TASK_HEARTBEAT_INTERVAL ({interval:g}s) is above a third of LEASE_SECONDS ({lease:g}s): one "
+            "slow or failed renewal lets a lease expire (or the fence kill the task) on a healthy worker.",
+            hint=hint,
+            id="long_time_task.W009",
+        )
+    ]
+
+
+@register()
 def check_maintenance_scheduled(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
     from .schedules.scheduler import SCHEDULER_TASK
     from .worker.recovery import REAPER_TASK, SWEEPER_TASK
@@ -289,3 +340,69 @@ def check_declared_schedules(app_configs: Any = None, **kwargs: Any) -> list[Err
             )
         ]
     return []
+
+
+def _quorum_queues() -> dict[str, tuple[dict[str, Any], str]]:
+    """The queues CELERY_TASK_QUEUES declares as RabbitMQ quorum queues (``x-queue-type: quorum``): by name, their
+    arguments and their exchange's type."""
+    queues = getattr(settings, "CELERY_TASK_QUEUES", None) or ()
+    if isinstance(queues, dict):  # Celery's other form: {name: {"exchange": ..., "queue_arguments": ...}}
+        declared = [
+            (name, options.get("queue_arguments"), options.get("exchange_type")) for name, options in queues.items()
+        ]
+    else:
+        declared = [
+            (
+                getattr(q, "name", str(q)),
+                getattr(q, "queue_arguments", None),
+                getattr(getattr(q, "exchange", None), "type", None),
+            )
+            for q in queues
+        ]
+    return {
+        name: (dict(arguments), str(exchange_type or "direct"))
+        for name, arguments, exchange_type in declared
+        if isinstance(arguments, dict) and arguments.get("x-queue-type") == "quorum"
+    }
+
+
+@register()
+def check_quorum_queues(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Quorum queues deliver in order of arrival (RabbitMQ 3.x has no priorities on them), and Celery delays a
+    countdown or a retry on them through topic exchanges only (native delayed delivery)."""
+    quorum = _quorum_queues()
+    if not quorum:
+        return []
+    warnings = []
+    priorities: dict[str, dict[int, list[str]]] = {}
+    for config in LongTimeTaskRegister.get_all_tasks().values():
+        if config.queue in quorum:
+            priorities.setdefault(config.queue, {}).setdefault(config.priority, []).append(config.name)
+    for queue, by_priority in sorted(priorities.items()):
+        if len(by_priority) < 2:
+            continue
+        types = "; ".join(f"{p}: {', '.join(sorted(names))}" for p, names in sorted(by_priority.items(), reverse=True))
+        warnings.append(
+            Warning(
+                f"Queue {queue!r} is a RabbitMQ quorum queue, and task types of different priorities share it "
+                f"({types}): on RabbitMQ 3.x the broker delivers them in order of arrival, whatever their priority.",
+                hint="RabbitMQ 3.x ignores message priorities on quorum queues (and refuses x-max-priority on "
+                'them); 4.x has some (docs/deployment.md, "Quorum queues"). Give the types that must overtake others '
+                "a queue of their own, read by workers of their own, or silence long_time_task.W010 if order of "
+                "arrival is fine.",
+                id="long_time_task.W010",
+            )
+        )
+    for queue, (_arguments, exchange_type) in sorted(quorum.items()):
+        if exchange_type == "direct":
+            warnings.append(
+                Warning(
+                    f"Queue {queue!r} is a RabbitMQ quorum queue on a direct exchange: Celery's native delayed "
+                    "delivery does not serve it, so each countdown or retry delay is held by a worker, in one of its "
+                    "prefetch slots (quorum queues have no global QoS to raise), until it is due.",
+                    hint="Declare the queue's exchange as a topic exchange: Exchange(name, type='topic') (as the demo "
+                    "does under CELERY_QUEUE_TYPE=quorum).",
+                    id="long_time_task.W011",
+                )
+            )
+    return warnings

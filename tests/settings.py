@@ -16,7 +16,7 @@ import dj_database_url
 from kombu import Exchange, Queue
 
 from demo.settings import *  # noqa: F403
-from demo.settings import CELERY_TASK_QUEUES, INSTALLED_APPS
+from demo.settings import CELERY_TASK_QUEUES, INSTALLED_APPS, harden_postgres
 
 CI = os.environ.get("CI", "").lower() == "true"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -36,11 +36,22 @@ POSTGRES_AVAILABLE = CI or answers(TEST_DATABASE_URL, 5432)
 REDIS_AVAILABLE = CI or answers(TEST_REDIS_URL, 6379)
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
-# "operate": a queue only the tests that start their own worker consume (cancel and restart scenarios).
-CELERY_TASK_QUEUES = (*CELERY_TASK_QUEUES, Queue("operate", Exchange("operate"), routing_key="operate"))
+# "operate": a queue only the tests that start their own worker consume (cancel and restart scenarios). Under
+# CELERY_QUEUE_TYPE=quorum (tests/brokers/test_quorum.py) it is declared as the demo's queues are.
+_QUORUM = (CELERY_TASK_QUEUES[0].queue_arguments or {}).get("x-queue-type") == "quorum"
+CELERY_TASK_QUEUES = (
+    *CELERY_TASK_QUEUES,
+    Queue(
+        "operate",
+        Exchange("operate", type="topic" if _QUORUM else "direct"),
+        routing_key="operate",
+        queue_arguments=CELERY_TASK_QUEUES[0].queue_arguments if _QUORUM else None,
+    ),
+)
 
 if POSTGRES_AVAILABLE:
     DATABASES = {"default": dj_database_url.parse(TEST_DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
+    harden_postgres(DATABASES["default"])
     # A worker started by the tests connects straight to the test database pytest-django created.
     if os.environ.get("LTT_WORKER_DATABASE_NAME"):
         DATABASES["default"]["NAME"] = os.environ["LTT_WORKER_DATABASE_NAME"]
@@ -59,6 +70,15 @@ if REDIS_AVAILABLE:
         "socket_timeout": 10,
         "socket_keepalive": True,
     }
+    if TEST_REDIS_URL.startswith("sentinel://"):
+        # A Redis behind Sentinel that a test started (tests/brokers/test_sentinel.py, which gives the worker the same
+        # URL as CELERY_BROKER_URL): the options the demo adds for one, the master's name among them.
+        import demo.settings as demo_settings
+
+        CELERY_BROKER_TRANSPORT_OPTIONS = {
+            **demo_settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+            **CELERY_BROKER_TRANSPORT_OPTIONS,
+        }
 
 # A worker started by a test on another broker (RabbitMQ: tests/integration/test_consumers_worker.py).
 if os.environ.get("LTT_TEST_WORKER_BROKER_URL"):
@@ -84,3 +104,19 @@ TASKS = {
         "QUEUES": ["default", "heavy", "priority", "operate"],
     },
 }
+
+# A host of the hosts suite whose clock is off (tests/hosts/network.py): the clocks that Python code reads here,
+# time.time() (Celery, kombu) and django.utils.timezone.now() (Django and long_time_task), run this many seconds
+# off. (libfaketime would be the whole process's wall clock, but Debian 12's 0.9.10 breaks Python's timed waits:
+# time.sleep fails with EINVAL and threading.Event.wait never returns.)
+if os.environ.get("LTT_TEST_CLOCK_OFFSET"):
+    import time as _time
+    from datetime import timedelta as _timedelta
+
+    from django.utils import timezone as _timezone
+
+    _offset = float(os.environ["LTT_TEST_CLOCK_OFFSET"])
+    _time_time, _time_ns, _timezone_now = _time.time, _time.time_ns, _timezone.now
+    setattr(_time, "time", lambda: _time_time() + _offset)  # noqa: B010
+    setattr(_time, "time_ns", lambda: _time_ns() + int(_offset * 1e9))  # noqa: B010
+    setattr(_timezone, "now", lambda: _timezone_now() + _timedelta(seconds=_offset))  # noqa: B010

@@ -45,6 +45,8 @@ def stub_bin(tmp_path: Path) -> dict[str, str]:
         LTT_SUPERVISORD="/bin/sh",
         LTT_SYSTEMD_ANALYZE="/bin/sh",
         LTT_OPENSSL="/bin/sh",
+        LTT_REDIS_SERVER="/bin/sh",  # there (the Sentinel test has its own)
+        LTT_REDIS_SENTINEL="/bin/sh",
     )
     return env
 
