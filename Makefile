@@ -7,7 +7,7 @@ PYTHON312 ?= env PYENV_VERSION=3.12.1 python
 VENV312 ?= .venv-py312
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv run migrate test test-deps test-fast test-faults test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-schedules bench-instructions bench-django-tasks bench-django-tasks-run lint format messages clean
+.PHONY: help venv run migrate test test-deps test-fast test-faults test-hosts test-browser screenshots reliability bench bench-deps bench-throughput bench-api bench-scale bench-schedules bench-instructions bench-django-tasks bench-django-tasks-run lint format messages clean
 
 help:
 	@echo "make run     - install, migrate, create the demo login, start web + worker + beat (Ctrl-C stops all;"
@@ -15,9 +15,11 @@ help:
 	@echo "make test    - install what the tests need (chromium), then the whole test suite (real PostgreSQL"
 	@echo "               and Redis when they answer)"
 	@echo "make test-faults - only the fault-injection suite (tests/faults)"
+	@echo "make test-hosts - only the hosts suite (tests/hosts: web and workers on hosts of their own, network"
+	@echo "               namespaces; partitions, a killed host, clocks 30 s off; root)"
 	@echo "make test-browser - only the dashboard's browser tests (tests/browser, Debian's chromium)"
 	@echo "make screenshots - run the browser tests and save the dashboard screenshots into docs/img"
-	@echo "make reliability - run the fault suite and write docs/reliability.md"
+	@echo "make reliability - run the fault, hosts and broker-failover suites and write docs/reliability.md"
 	@echo "make bench   - all the benchmarks below, then docs/performance.md (about 50 minutes)"
 	@echo "make bench-throughput - raw Celery, tracked, django-celery-results side by side (seed and Celery delivery)"
 	@echo "make bench-api - the API (submit, detail, list) under load: gunicorn + wrk"
@@ -54,7 +56,8 @@ test: venv test-deps
 # own browser download is not used), Debian's prometheus (with promtool) for the metrics tests, and Debian's nginx,
 # supervisor, systemd (systemd-analyze) and openssl for the deployment recipes' tests (tests/deploy: they start
 # their own nginx and supervisord, so the services Debian starts on install can be disabled: systemctl disable
-# --now nginx supervisor), each installed here when missing, as root or with sudo.
+# --now nginx supervisor), and Debian's redis-server and redis-sentinel for the Sentinel failover test (tests/brokers:
+# it starts its own on free ports), each installed here when missing, as root or with sudo.
 test-deps:
 	@command -v "$${LTT_CHROMIUM:-chromium}" >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
@@ -67,6 +70,9 @@ test-deps:
 		|| { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx supervisor systemd openssl \
 		|| { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx supervisor systemd openssl; }; }
+	@{ command -v "$${LTT_REDIS_SERVER:-redis-server}" && command -v "$${LTT_REDIS_SENTINEL:-redis-sentinel}"; } >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-sentinel \
+		|| { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-sentinel; }; }
 
 test-browser: venv test-deps
 	$(BIN)/python -m pytest tests/browser
@@ -77,9 +83,14 @@ screenshots: venv test-deps
 test-faults: venv
 	LTT_FAULTS_CONTROL_SERVICES=1 $(BIN)/python -m pytest tests/faults
 
-reliability: venv
+# The hosts suite: each host a network namespace (ip netns, veth links), so it runs as root; part of `make test`.
+test-hosts: venv
+	$(BIN)/python -m pytest tests/hosts
+
+reliability: venv test-deps
 	mkdir -p var
-	LTT_FAULTS_CONTROL_SERVICES=1 LTT_RELIABILITY_RESULTS=var/reliability.json $(BIN)/python -m pytest tests/faults
+	LTT_FAULTS_CONTROL_SERVICES=1 LTT_RELIABILITY_RESULTS=var/reliability.json $(BIN)/python -m pytest \
+		tests/faults tests/hosts tests/brokers
 	$(BIN)/python scripts/reliability_report.py var/reliability.json docs/reliability.md
 
 # The API benchmark's load generator is wrk (Debian's package), installed here when missing.

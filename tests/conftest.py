@@ -156,11 +156,19 @@ def anon() -> APIClient:
 # only (`-m "not once"` on the second; .ci/run).
 ONCE = (
     "tests/faults/",
+    "tests/hosts/",
+    "tests/brokers/",
     "tests/browser/",
     "tests/test_api_fuzz.py",
     "tests/integration/test_schedules_worker.py",
     "tests/deploy/",
 )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.faults.conftest import write_results
+
+    write_results()  # the figures of the fault, hosts and brokers suites, for `make reliability`
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -169,7 +177,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if str(Path(item.path).resolve().relative_to(root)).startswith(ONCE):
             item.add_marker(pytest.mark.once)
     # The services tests last: they are the slow ones, and a quick failure elsewhere should show first.
-    items.sort(key=lambda item: 1 if item.get_closest_marker("services") else 0)
+    # Among them, the broker failovers at the very end: they point this process's Celery app at brokers of their
+    # own for a while, and nothing should run after that which a leftover of it could disturb.
+    items.sort(
+        key=lambda item: (2 if "tests/brokers/" in str(item.path) else 1) if item.get_closest_marker("services") else 0
+    )
 
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for the subprocesses the tests start

@@ -39,14 +39,16 @@ class WorkerProcess:
         log_path: Path,
         env: dict[str, str],
         extra_args: list[str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
         self.queues, self.concurrency, self.name = queues, concurrency, name
         self.log_path, self.env, self.extra_args = log_path, env, extra_args or []
+        self.prefix = prefix or []  # what runs the command, e.g. ``ip netns exec NAME`` (tests/hosts)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout: float = 60) -> WorkerProcess:
         args = [
-            sys.executable, "-m", "celery", "-A", "demo", "worker",
+            *self.prefix, sys.executable, "-m", "celery", "-A", "demo", "worker",
             "-Q", self.queues, "-c", str(self.concurrency), "-P", "prefork",
             "-n", f"{self.name}@%h", "-l", "INFO",
             "--without-mingle", "--without-gossip", "--without-heartbeat",
@@ -138,11 +140,11 @@ def gunicorn(threads: int, workers: int = 1) -> Callable[[int], list[str]]:
     return command
 
 
-def accepts_connections(port: int) -> bool:
+def accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
     import socket
 
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False

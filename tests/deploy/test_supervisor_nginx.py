@@ -14,6 +14,7 @@ import getpass
 import http.client
 import json
 import os
+import re
 import secrets
 import signal
 import ssl
@@ -30,7 +31,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from long_time_task.models import ApiToken, LongTimeTask, TaskState
+from long_time_task.models import ApiToken, LongTimeTask, TaskAttempt, TaskState
 from tests.deploy.conftest import binary
 from tests.deploy.recipes import DEPLOY, VENV, Layout
 from tests.security.stack import PRIVATE_PREFIXES, redis_url_with_db
@@ -234,6 +235,10 @@ def deployment(
             "LTT_WEB_WORKERS": "1",
             "DEMO_EXTRA_APPS": "tests.testapp",
             "LONG_TIME_TASK_PROGRESS_INTERVAL": "0.2",
+            # A lost worker's tasks handed back within seconds, not the production 30 s lease plus 15 s reaper.
+            "LONG_TIME_TASK_LEASE_SECONDS": "6",
+            "LONG_TIME_TASK_HEARTBEAT_INTERVAL": "1",
+            "LONG_TIME_TASK_REAPER_INTERVAL": "1",
             "PYTHONWARNINGS": "ignore",
         },
     )
@@ -413,3 +418,52 @@ def test_the_api_refuses_a_body_over_its_limit_and_nginx_one_far_over_it(deploym
     assert (over.status, over.json()["code"]) == (413, "request_too_large")  # the API's own JSON answer
     far_over = deployment.request("POST", "/api/tasks/", body=b" " * (4 * limit), **headers)
     assert far_over.status == 413 and b"nginx" in far_over.body  # nginx's: gunicorn never read it
+
+
+def readies(deployment: Deployment, worker: str) -> int:
+    return deployment.log(worker).count(" ready.")  # the log outlives the restarts
+
+
+def ready_again(deployment: Deployment, worker: str, before: int) -> bool:
+    return readies(deployment, worker) > before
+
+
+def restarted(deployment: Deployment, before: dict[str, int]) -> None:
+    for worker, count in before.items():
+        wait_for(partial(ready_again, deployment, worker, count), timeout=120, interval=0.2, what=f"{worker} again")
+
+
+def test_a_worker_killed_when_its_stop_timeout_runs_out_hands_its_task_back(deployment: Deployment, token: str) -> None:
+    """A task longer than the worker's ``stopwaitsecs``: Supervisor then sends SIGKILL to the worker's whole process
+    group (``killasgroup``), task and all. The task is not lost: nobody renews its lease, the reaper (on the
+    maintenance worker) hands it back, and the worker started again runs it from the start."""
+    programs = deployment.layout.etc / "supervisor" / "ltt.conf"
+    recipe = programs.read_text()
+    short = re.sub(r"(\[program:worker-default\][^\[]*?stopwaitsecs=)\d+", r"\g<1>2", recipe, flags=re.DOTALL)
+    assert short != recipe
+    programs.write_text(short)
+    workers = ("worker-default", "worker-heavy", "worker-maintenance")
+    try:
+        readied = {worker: readies(deployment, worker) for worker in workers}
+        assert "ltt" in deployment.supervisorctl("update")  # the group again, with a 2 s stop for worker-default
+        restarted(deployment, readied)
+        task = submit(deployment, token, "fault_work", {"seconds": 8})
+        wait_for(lambda: state_of(task) == TaskState.RUNNING, timeout=30, what="the task to start")
+        started = time.monotonic()
+        assert "stopped" in deployment.supervisorctl("stop", "ltt:worker-default")
+        assert time.monotonic() - started < 8  # killed after its 2 s, not at the task's end
+        assert state_of(task) == TaskState.RUNNING  # its attempt died with the worker; only the lease knows
+        wait_for(lambda: state_of(task) == TaskState.RETRYING, timeout=60, interval=0.2, what="the reaper")
+        assert "started" in deployment.supervisorctl("start", "ltt:worker-default")
+        wait_for(lambda: state_of(task) == TaskState.FINISHED, timeout=60, interval=0.2, what="the second attempt")
+        row = LongTimeTask.objects.get(id=task)
+        assert row.attempts == 2
+        assert [(a.number, a.outcome, a.cause) for a in TaskAttempt.objects.filter(task_id=task)] == [
+            (1, "retry", "lease_expired")
+        ]
+        assert sorted(HandlerRun.objects.filter(task_id=task).values_list("attempt", flat=True)) == [1, 2]
+    finally:
+        programs.write_text(recipe)
+        readied = {worker: readies(deployment, worker) for worker in workers}
+        deployment.supervisorctl("update")
+        restarted(deployment, readied)

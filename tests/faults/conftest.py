@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.db.models import Count
 
-from long_time_task.models import TERMINAL_STATES, LongTimeTask
+from long_time_task.models import TERMINAL_STATES, LongTimeTask, TaskState
 from tests.testapp.models import HandlerRun
 from tests.workers import ROOT, WorkerProcess, wait_for, worker_env
 
@@ -44,15 +44,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.services)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def write_results() -> None:
+    """The figures of every judged scenario (faults, hosts, brokers), for ``make reliability``; called at the end of
+    the session by tests/conftest.py, whichever suites ran."""
     target = os.environ.get("LTT_RELIABILITY_RESULTS")
     if target and RESULTS:
         report = {"bounds": BOUNDS, "settle_bound": SETTLE_BOUND, "results": RESULTS}
         Path(target).write_text(json.dumps(report, indent=2))
 
 
+def suite_of_current_test() -> str:
+    """``faults``, ``hosts`` or ``brokers``: the directory of the test running now (pytest names it)."""
+    current = os.environ.get("PYTEST_CURRENT_TEST", "")
+    parts = current.split("::", 1)[0].split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "tests" else "faults"
+
+
 @dataclass
 class Outcome:
+    suite: str
     scenario: str
     submitted: int
     faults: str
@@ -65,7 +75,7 @@ class Outcome:
 
 class BeatProcess(WorkerProcess):
     def start(self, ready_timeout: float = 60) -> BeatProcess:
-        args = [sys.executable, "-m", "celery", "-A", "demo", "beat", "-l", "INFO",
+        args = [*self.prefix, sys.executable, "-m", "celery", "-A", "demo", "beat", "-l", "INFO",
                 "-s", str(self.log_path.with_suffix(".schedule"))]  # fmt: skip
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -217,6 +227,7 @@ def judge(scenario: str, ids: list[int], faults: str, recover_seconds: float) ->
     for task in tasks:
         states[task.state] = states.get(task.state, 0) + 1
     outcome = Outcome(
+        suite=suite_of_current_test(),
         scenario=scenario,
         submitted=len(ids),
         faults=faults,
@@ -232,6 +243,13 @@ def judge(scenario: str, ids: list[int], faults: str, recover_seconds: float) ->
         attempts_run = set(runs.filter(task_id=task.id).values_list("attempt", flat=True))
         assert max(attempts_run, default=0) <= task.attempts, (task.id, attempts_run, task.attempts)
     return outcome
+
+
+def assert_clean(outcome: Outcome, finished: int | None = None) -> None:
+    """None lost, stuck or duplicated; and ``finished`` of them FINISHED."""
+    assert (outcome.lost, outcome.stuck, outcome.duplicated) == (0, 0, 0), outcome
+    if finished is not None:
+        assert outcome.states.get(TaskState.FINISHED, 0) == finished, outcome
 
 
 def kill(pid: int, sig: int = signal.SIGKILL) -> None:

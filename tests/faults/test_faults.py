@@ -25,7 +25,17 @@ from tests.test_e2e_embedded import call
 from tests.testapp.models import HandlerRun
 from tests.workers import ROOT, WebServer, wait_for
 
-from .conftest import judge, kill, restart_postgres, rows, service_control_allowed, settle, start_redis, stop_redis
+from .conftest import (
+    assert_clean,
+    judge,
+    kill,
+    restart_postgres,
+    rows,
+    service_control_allowed,
+    settle,
+    start_redis,
+    stop_redis,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,12 +58,6 @@ def running_runs(ids: list[int], at_least: int) -> list[HandlerRun]:
 def moved_on(run: HandlerRun) -> bool:
     task = rows([run.task_id])[0]
     return task.attempts > run.attempt or task.is_terminal
-
-
-def assert_clean(outcome, finished: int | None = None) -> None:
-    assert (outcome.lost, outcome.stuck, outcome.duplicated) == (0, 0, 0), outcome
-    if finished is not None:
-        assert outcome.states.get(TaskState.FINISHED, 0) == finished, outcome
 
 
 def test_sigkill_of_a_worker_child_mid_task_is_recovered(cluster):

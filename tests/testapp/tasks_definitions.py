@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from celery import current_task
@@ -115,6 +116,29 @@ def fault_work(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
         time.sleep(0.05)
     HandlerRun.objects.filter(id=run.id).update(ended=Now())  # to detect attempts running in parallel
     return {"slept": seconds}
+
+
+def host_work(task_id: int, params: dict[str, Any]) -> dict[str, Any]:
+    """fault_work that also leaves a trace outside the database: every 50 ms it appends the wall-clock time to
+    ``<ticks>/<run id>``, so the hosts suite can tell when an attempt cut off from the database really stopped."""
+    run = record(task_id, "host_work")
+    seconds = float(params.get("seconds", 1))
+    path = Path(params["ticks"]) / str(run.id) if params.get("ticks") else None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path is not None:
+            with path.open("a") as ticks:
+                ticks.write(f"{time.time()}\n")
+        time.sleep(0.05)
+    HandlerRun.objects.filter(id=run.id).update(ended=Now())
+    return {"slept": seconds}
+
+
+# One handler on each queue the hosts suite routes across hosts.
+for _suffix, _queue in (("", "default"), ("_heavy", "heavy"), ("_priority", "priority")):
+    LongTimeTaskRegister.register(
+        task_type=f"host_work{_suffix}", timeout=60, soft_timeout=55, max_retries=3, retry_delay=1, queue=_queue
+    )(host_work)
 
 
 @LongTimeTaskRegister.register(task_type="fault_kill_worker", timeout=30, soft_timeout=25, max_retries=2)
