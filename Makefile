@@ -49,8 +49,12 @@ migrate: venv
 run: venv
 	exec env PATH="$(abspath $(BIN)):$$PATH" scripts/run
 
+# The broker failovers (tests/brokers) run in a pytest process of their own: they switch this process's Celery app to
+# brokers they start and stop, and in one long session with everything else a pool of the session's was found closed.
+# (Status 5, nothing collected, is fine: `-m "not once"` deselects them all.)
 test: venv test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/brokers
+	$(BIN)/python -m pytest tests/brokers; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 # What the tests need besides the virtualenv: Debian's chromium for the dashboard's browser tests (Playwright's
 # own browser download is not used), Debian's prometheus (with promtool) for the metrics tests, and Debian's nginx,

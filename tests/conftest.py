@@ -177,11 +177,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if str(Path(item.path).resolve().relative_to(root)).startswith(ONCE):
             item.add_marker(pytest.mark.once)
     # The services tests last: they are the slow ones, and a quick failure elsewhere should show first.
-    # Among them, the broker failovers at the very end: they point this process's Celery app at brokers of their
-    # own for a while, and nothing should run after that which a leftover of it could disturb.
-    items.sort(
-        key=lambda item: (2 if "tests/brokers/" in str(item.path) else 1) if item.get_closest_marker("services") else 0
-    )
+    items.sort(key=lambda item: 1 if item.get_closest_marker("services") else 0)
 
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for the subprocesses the tests start
